@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import { corrupt } from './errors.js';
+import { isValidVersion } from './version.js';
+
+/** What manifest.json states, as format 1 defines it (../shared/package-format.md). */
+export interface Manifest {
+  format: 1;
+  product: string;
+  version: string;
+  created: string;
+  expires?: string;
+  minVersion?: string;
+  description?: string;
+  payload: { path: 'payload.tar.gz'; size: number; sha256: string };
+}
+
+export const PAYLOAD_MEMBER = 'payload.tar.gz';
+const PRODUCT_PATTERN = /^[a-z0-9._-]{1,64}$/;
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+// ISO 8601 date, or date and time with Z or an offset; Date.parse then rejects impossible dates.
+const INSTANT_PATTERN = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2}))?$/;
+
+function rule(field: string, what: string) {
+  return {
+    error: (issue: { input?: unknown }) =>
+      issue.input === undefined ? `manifest has no "${field}" field` : `manifest field "${field}" must be ${what}`,
+  };
+}
+
+function pattern(field: string, what: string, test: (v: string) => boolean) {
+  return z.string(rule(field, what)).refine(test, { error: `manifest field "${field}" must be ${what}` });
+}
+
+const instant = (field: string) =>
+  pattern(field, 'an ISO 8601 date and time', (v) => INSTANT_PATTERN.test(v) && !Number.isNaN(Date.parse(v)));
+const version = (field: string) =>
+  pattern(field, '1 to 4 dot-separated numbers (e.g. 6.1.2)', isValidVersion);
+
+const manifestSchema = z.object(
+  {
+    format: z.literal(1, rule('format', '1')),
+    product: pattern('product', '1 to 64 of a-z 0-9 . _ -', (v) => PRODUCT_PATTERN.test(v)),
+    version: version('version'),
+    created: instant('created'),
+    expires: instant('expires').optional(),
+    minVersion: version('minVersion').optional(),
+    description: z.string(rule('description', 'a string')).max(4096, rule('description', 'at most 4096 characters')).optional(),
+    payload: z.object(
+      {
+        path: z.literal(PAYLOAD_MEMBER, rule('payload.path', `"${PAYLOAD_MEMBER}"`)),
+        size: z.number(rule('payload.size', 'a whole number of bytes')).int(rule('payload.size', 'a whole number of bytes')).min(0, rule('payload.size', 'a whole number of bytes')).max(Number.MAX_SAFE_INTEGER, rule('payload.size', 'a whole number of bytes')),
+        sha256: pattern('payload.sha256', '64 lowercase hexadecimal digits', (v) => SHA256_PATTERN.test(v)),
+      },
+      rule('payload', 'an object with path, size and sha256'),
+    ),
+  },
+  rule('manifest', 'an object'),
+);
+
+/** Parses the exact bytes of manifest.json; throws a "corrupt" rejection naming the first problem. */
+export function parseManifest(bytes: Buffer): Manifest {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw corrupt('manifest.json is not valid UTF-8');
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw corrupt(`manifest.json is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw corrupt('manifest.json is not a JSON object');
+  }
+  const result = manifestSchema.safeParse(data);
+  if (!result.success) {
+    throw corrupt(result.error.issues[0]?.message ?? 'manifest.json has invalid fields');
+  }
+  return result.data as Manifest;
+}
+
+/** Serialises a manifest the way the builder signs it: stable field order, trailing newline. */
+export function serializeManifest(manifest: Manifest): Buffer {
+  return Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8');
+}

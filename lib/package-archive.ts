@@ -1,0 +1,147 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { Parser, type ReadEntry } from 'tar';
+import { corrupt, PackageRejectedError, ValidationError } from './errors.js';
+import { PAYLOAD_MEMBER } from './manifest.js';
+
+/** The four members of a format 1 package; the payload is only measured, never held. */
+export interface PackageMembers {
+  manifestBytes: Buffer;
+  signature: Buffer;
+  signerPem: Buffer;
+  payload: { size: number; sha256: string };
+}
+
+const KIB = 1024;
+const SMALL_MEMBERS = new Map<string, number>([
+  ['manifest.json', 64 * KIB],
+  ['manifest.sig', 1 * KIB],
+  ['signer.pem', 64 * KIB],
+]);
+const REQUIRED = ['manifest.json', 'manifest.sig', 'signer.pem', PAYLOAD_MEMBER];
+const REGULAR_FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+
+/** Names as stored in a tar; one leading "./" is tolerated, as the format says. */
+export function memberName(raw: string): string {
+  return raw.startsWith('./') ? raw.slice(2) : raw;
+}
+
+/**
+ * Why an archive member name is unsafe, or null. Shared by the container and payload readers
+ * because format 1 applies the same rules to both.
+ */
+export function unsafeNameReason(raw: string): string | null {
+  if (raw.length === 0) return 'has an empty name';
+  if (raw.includes('\0')) return 'has a NUL character in its name';
+  if (raw.startsWith('/') || /^[A-Za-z]:[\\/]/.test(raw)) return 'has an absolute name';
+  if (raw.split(/[\\/]/).includes('..')) return 'has ".." in its name';
+  return null;
+}
+
+function describeType(type: string): string {
+  switch (type) {
+    case 'Directory':
+    case 'GNUDumpDir':
+      return 'is a directory';
+    case 'SymbolicLink':
+      return 'is a symbolic link';
+    case 'Link':
+      return 'is a hard link';
+    case 'CharacterDevice':
+    case 'BlockDevice':
+      return 'is a device';
+    case 'FIFO':
+      return 'is a FIFO';
+    default:
+      return `is not a regular file (${type})`;
+  }
+}
+
+/** A reason for a tar or gzip error; nothing read yet means the file is no archive at all. */
+export function tarReason(err: Error & { code?: string }, membersSeen: number): string {
+  const text = err.message.replace(/^[A-Z_]+: /, '');
+  if (err.code?.startsWith('Z_') || /zlib|gzip|header check/i.test(text)) {
+    return `the archive is unreadable (bad gzip data: ${text})`;
+  }
+  if (membersSeen === 0) return `the file is not a tar or tar.gz archive (${text})`;
+  return `the archive is unreadable (${text})`;
+}
+
+/**
+ * Reads a package container in one streaming pass (plain or gzipped tar, detected by magic bytes),
+ * enforcing the container rules of format 1, step 1. Stops at the first violation.
+ */
+export function readPackageArchive(file: string): Promise<PackageMembers> {
+  return new Promise((resolve, reject) => {
+    const seen = new Set<string>();
+    const small = new Map<string, Buffer>();
+    let payload: { size: number; sha256: string } | undefined;
+    let bytesRead = 0;
+    let settled = false;
+
+    const input = createReadStream(file);
+    const parser = new Parser({ strict: true });
+
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      input.destroy();
+      reject(err);
+    };
+
+    parser.on('entry', (entry: ReadEntry) => {
+      if (settled) return entry.resume();
+      const raw = entry.path;
+      const unsafe = unsafeNameReason(raw);
+      if (unsafe) return fail(corrupt(`member "${raw}" ${unsafe}`));
+      if (!REGULAR_FILE_TYPES.has(entry.type)) return fail(corrupt(`member "${raw}" ${describeType(entry.type)}`));
+      const name = memberName(raw);
+      if (!REQUIRED.includes(name)) return fail(corrupt(`unexpected member "${raw}" (a package holds only ${REQUIRED.join(', ')})`));
+      if (seen.has(name)) return fail(corrupt(`duplicate member "${name}"`));
+      seen.add(name);
+
+      const limit = SMALL_MEMBERS.get(name);
+      if (limit !== undefined) {
+        if ((entry.size ?? 0) > limit) return fail(corrupt(`${name} is larger than ${limit / KIB} KiB`));
+        const chunks: Buffer[] = [];
+        entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+        entry.on('end', () => small.set(name, Buffer.concat(chunks)));
+        return;
+      }
+      // The payload: hashed as it streams past, never kept.
+      const hash = createHash('sha256');
+      let size = 0;
+      entry.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        size += chunk.length;
+      });
+      entry.on('end', () => {
+        payload = { size, sha256: hash.digest('hex') };
+      });
+    });
+    parser.on('error', (err: Error) => fail(err instanceof PackageRejectedError ? err : corrupt(tarReason(err, seen.size))));
+    parser.on('end', () => {
+      if (settled) return;
+      if (bytesRead === 0) return fail(corrupt('the file is empty'));
+      const missing = REQUIRED.filter((name) => !seen.has(name));
+      if (missing.length > 0) {
+        return fail(corrupt(seen.size === 0 ? 'the archive holds no members (not a tar archive?)' : `missing member ${missing.join(', ')}`));
+      }
+      settled = true;
+      resolve({
+        manifestBytes: small.get('manifest.json') ?? Buffer.alloc(0),
+        signature: small.get('manifest.sig') ?? Buffer.alloc(0),
+        signerPem: small.get('signer.pem') ?? Buffer.alloc(0),
+        payload: payload ?? { size: 0, sha256: createHash('sha256').digest('hex') },
+      });
+    });
+
+    input.on('data', (chunk) => {
+      bytesRead += chunk.length;
+    });
+    input.on('error', (err: NodeJS.ErrnoException) => {
+      fail(new ValidationError(`cannot read the package file ${file}: ${err.code ?? err.message}`));
+    });
+    input.pipe(parser);
+  });
+}

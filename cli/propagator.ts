@@ -1,0 +1,54 @@
+import { ConfigurationError, PropagatorError, ValidationError, errorMessage } from '../lib/errors.js';
+import { CERTS_HELP, certsInit } from './certs-command.js';
+import { processIo, UsageError, type CliIo } from './io.js';
+import { PACKAGE_HELP, packageBuild, packageVerify } from './package-commands.js';
+
+type Command = (args: string[], io: CliIo) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  'package build': packageBuild,
+  'package verify': packageVerify,
+  'certs init': certsInit,
+};
+
+const HELP = `Propagator: signed update packages, verified and applied across a print-server domain.
+
+Usage:
+${PACKAGE_HELP}
+${CERTS_HELP}
+propagator help | --help | --version`;
+
+function isUsageProblem(err: unknown): boolean {
+  // util.parseArgs reports unknown or malformed flags as TypeErrors with ERR_PARSE_ARGS_* codes.
+  const code = (err as { code?: unknown }).code;
+  return err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'));
+}
+
+/** Runs one command line; returns the exit status. Never calls process.exit, so tests can call it. */
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const [first, second, ...rest] = argv;
+  if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
+    io.out(HELP);
+    return first === undefined ? 2 : 0;
+  }
+  if (first === '--version') {
+    io.out('propagator 0.1.0');
+    return 0;
+  }
+  const command = COMMANDS[`${first} ${second ?? ''}`];
+  try {
+    if (!command) throw new UsageError(`unknown command: ${[first, second].filter(Boolean).join(' ')}`);
+    return await command(rest, io);
+  } catch (err) {
+    if (isUsageProblem(err)) {
+      io.err(`propagator: ${errorMessage(err)}\nRun "propagator help" for usage.`);
+      return 2;
+    }
+    if (err instanceof ValidationError || err instanceof ConfigurationError) {
+      io.err(`propagator: ${err.message}`);
+      return 2;
+    }
+    io.err(`propagator: ${err instanceof PropagatorError ? err.message : `unexpected error: ${errorMessage(err)}`}`);
+    return 1;
+  }
+}

@@ -119,7 +119,10 @@ export function readPackageArchive(file: string): Promise<PackageMembers> {
         payload = { size, sha256: hash.digest('hex') };
       });
     });
-    parser.on('error', (err: Error) => fail(err instanceof PackageRejectedError ? err : corrupt(tarReason(err, seen.size))));
+    parser.on('error', (err: Error) => {
+      if (err instanceof PackageRejectedError) return fail(err);
+      fail(corrupt(bytesRead === 0 ? 'the file is empty' : tarReason(err, seen.size)));
+    });
     parser.on('end', () => {
       if (settled) return;
       if (bytesRead === 0) return fail(corrupt('the file is empty'));

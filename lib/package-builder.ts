@@ -125,6 +125,8 @@ export async function buildPackage(options: BuildOptions): Promise<BuildResult> 
   }
 
   const outFile = path.resolve(options.outFile);
+  const outDir = await stat(path.dirname(outFile)).catch(() => null);
+  if (!outDir?.isDirectory()) throw new ValidationError(`output folder ${path.dirname(outFile)} does not exist`);
   const work = await mkdtemp(path.join(path.dirname(outFile), `.${path.basename(outFile)}.build-`));
   try {
     const payload = await writePayload(options.payloadDir, path.join(work, PAYLOAD_MEMBER));

@@ -1,5 +1,6 @@
 import { ConfigurationError, PropagatorError, ValidationError, errorMessage } from '../lib/errors.js';
 import { CERTS_HELP, certsInit } from './certs-command.js';
+import { MASTER_HELP, masterCommand } from './master-command.js';
 import { processIo, UsageError, type CliIo } from './io.js';
 import { PACKAGE_HELP, packageBuild, packageVerify } from './package-commands.js';
 
@@ -9,6 +10,7 @@ const COMMANDS: Record<string, Command> = {
   'package build': packageBuild,
   'package verify': packageVerify,
   'certs init': certsInit,
+  master: masterCommand,
 };
 
 const HELP = `Propagator: signed update packages, verified and applied across a print-server domain.
@@ -16,6 +18,7 @@ const HELP = `Propagator: signed update packages, verified and applied across a 
 Usage:
 ${PACKAGE_HELP}
 ${CERTS_HELP}
+${MASTER_HELP}
 propagator help | --help | --version`;
 
 function isUsageProblem(err: unknown): boolean {
@@ -35,10 +38,13 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     io.out('propagator 0.1.0');
     return 0;
   }
-  const command = COMMANDS[`${first} ${second ?? ''}`];
+  // Two-word commands ("package build") first, then one-word ones ("master").
+  const twoWords = COMMANDS[`${first} ${second ?? ''}`];
+  const command = twoWords ?? COMMANDS[first];
+  const args = twoWords ? rest : argv.slice(1);
   try {
     if (!command) throw new UsageError(`unknown command: ${[first, second].filter(Boolean).join(' ')}`);
-    return await command(rest, io);
+    return await command(args, io);
   } catch (err) {
     if (isUsageProblem(err)) {
       io.err(`propagator: ${errorMessage(err)}\nRun "propagator help" for usage.`);

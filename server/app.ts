@@ -1,0 +1,76 @@
+import path from 'node:path';
+import cookieParser from 'cookie-parser';
+import express, { type Express } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import { NotFoundError } from '../lib/errors.js';
+import { PROJECT_ROOT } from '../lib/paths.js';
+import { TooManyRequestsError } from './errors.js';
+import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { errorHandler } from './http/error-handler.js';
+import { requestLog } from './http/request-log.js';
+import { uploadReceiver } from './http/upload.js';
+import { authRouter } from './routes/auth-router.js';
+import { healthRouter } from './routes/health-router.js';
+import { packagesRouter } from './routes/packages-router.js';
+import { serversRouter } from './routes/servers-router.js';
+import { settingsRouter } from './routes/settings-router.js';
+import { createServices, type MasterDeps, type MasterServices } from './services.js';
+import './http/locals.js';
+
+export interface AppDeps extends MasterDeps {
+  /** Already-built services (main.ts bootstraps them first); built here when absent. */
+  services?: MasterServices;
+}
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'same-origin',
+};
+
+/** Builds the master's express app from its dependencies. It does not listen: main.ts does. */
+export function createApp(deps: AppDeps): Express {
+  const { config, db, store, log } = deps;
+  const services = deps.services ?? createServices(deps);
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('views', path.join(PROJECT_ROOT, 'views'));
+  app.set('view engine', 'ejs');
+
+  app.use(requestLog(log));
+  app.use((_req, res, next) => {
+    res.set(SECURITY_HEADERS);
+    next();
+  });
+  app.use(healthRouter({ db, store }));
+  app.use(cookieParser());
+  app.use(express.urlencoded({ extended: false, limit: '64kb' }));
+  app.use(loadSession(services.auth));
+  app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null, loginAttemptsPerWindow: config.loginAttemptsPerWindow }));
+
+  // Wrong Basic credentials count like failed logins: a 401 is a failure, anything else is not.
+  app.use(rateLimit({
+    windowMs: 15 * 60_000,
+    limit: config.loginAttemptsPerWindow * 3,
+    skipSuccessfulRequests: true,
+    requestWasSuccessful: (req, res) => res.statusCode !== 401 || !req.get('authorization'),
+    standardHeaders: 'draft-7',
+    legacyHeaders: false,
+    handler: (_req, _res, next) => next(new TooManyRequestsError('Too many failed authentications from this address; wait 15 minutes and try again')),
+  }));
+  app.use(requireAdmin(services.auth));
+  app.use(requireCsrf);
+  app.use('/assets', express.static(path.join(PROJECT_ROOT, 'public'), { index: false, maxAge: '1h' }));
+  app.use('/api/master', express.json({ limit: '64kb' }));
+
+  app.use(serversRouter({ servers: services.servers, settings: services.settings }));
+  app.use(packagesRouter({ packages: services.packages, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
+  app.use(settingsRouter({ settings: services.settings, auth: services.auth }));
+
+  app.use((req) => {
+    throw new NotFoundError(`There is no page ${req.path}`);
+  });
+  app.use(errorHandler(log));
+  return app;
+}

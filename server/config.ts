@@ -1,0 +1,108 @@
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { ValidationError } from '../lib/errors.js';
+import { isValidVersion } from '../lib/version.js';
+
+/** The master's settings, read once at start (flags > environment > defaults) and frozen. */
+export interface MasterConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  trustPath: string;
+  /** Name the master shows for itself in "Print servers". */
+  name: string;
+  /** Product and version given on the command line or environment (null: keep the stored ones). */
+  product: string | null;
+  productVersion: string | null;
+  tlsCert: string | null;
+  tlsKey: string | null;
+  maxUploadBytes: number;
+  /** Secrets from the environment only: they never go on a command line (visible in ps). */
+  adminPassword: string | null;
+  enrollToken: string | null;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** A slave whose last contact is older than this is "late", older than offlineAfterMs "offline". */
+  lateAfterMs: number;
+  offlineAfterMs: number;
+  /** Failed logins (and failed Basic credentials) allowed per address per 15 minutes. */
+  loginAttemptsPerWindow: number;
+}
+
+export const DEFAULT_PRODUCT = 'watchdoc';
+export const DEFAULT_PRODUCT_VERSION = '1.0.0';
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+
+/** "4GiB", "500MiB", "1048576" → bytes. */
+export function parseSize(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = UNITS[(match?.[2] ?? 'x').toLowerCase()];
+  if (!match || unit === undefined) throw new ValidationError(`not a size: "${text}" (examples: 4GiB, 500MiB, 1048576)`);
+  return Math.floor(Number(match[1]) * unit);
+}
+
+const FLAGS = {
+  host: { type: 'string', env: 'PROPAGATOR_HOST' },
+  port: { type: 'string', env: 'PROPAGATOR_PORT' },
+  data: { type: 'string', env: 'PROPAGATOR_DATA_DIR' },
+  trust: { type: 'string', env: 'PROPAGATOR_TRUST' },
+  name: { type: 'string', env: 'PROPAGATOR_NAME' },
+  product: { type: 'string', env: 'PROPAGATOR_PRODUCT' },
+  'product-version': { type: 'string', env: 'PROPAGATOR_PRODUCT_VERSION' },
+  'tls-cert': { type: 'string', env: 'PROPAGATOR_TLS_CERT' },
+  'tls-key': { type: 'string', env: 'PROPAGATOR_TLS_KEY' },
+  'max-upload': { type: 'string', env: 'PROPAGATOR_MAX_UPLOAD' },
+  'log-level': { type: 'string', env: 'PROPAGATOR_LOG_LEVEL' },
+} as const;
+
+/** The flag table as the README shows it: flag, environment variable, default. */
+export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
+                  [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
+                  [--max-upload SIZE] [--log-level debug|info|warn|error]
+    Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
+    PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
+    the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN.`;
+
+const schema = z.object({
+  host: z.string().min(1),
+  port: z.coerce.number({ error: 'port must be a number' }).int().min(0, { error: 'port must be 0 to 65535' }).max(65535, { error: 'port must be 0 to 65535' }),
+  product: z.string().regex(/^[a-z0-9._-]{1,64}$/, { error: 'product must be 1 to 64 of a-z 0-9 . _ -' }).nullable(),
+  productVersion: z.string().refine(isValidVersion, { error: 'product version must be 1 to 4 dot-separated numbers' }).nullable(),
+  logLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'log level must be debug, info, warn or error' }),
+});
+
+export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Readonly<MasterConfig> {
+  const options = Object.fromEntries(Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type }])) as Record<keyof typeof FLAGS, { type: 'string' }>;
+  const { values, positionals } = parseArgs({ args, options, allowPositionals: true });
+  if (positionals.length > 0) throw new ValidationError(`unexpected argument ${positionals[0]}`);
+  const pick = (flag: keyof typeof FLAGS): string | undefined => values[flag] ?? (env[FLAGS[flag].env] || undefined);
+
+  const parsed = schema.safeParse({
+    host: pick('host') ?? '0.0.0.0',
+    port: pick('port') ?? '8080',
+    product: pick('product') ?? null,
+    productVersion: pick('product-version') ?? null,
+    logLevel: pick('log-level') ?? 'info',
+  });
+  if (!parsed.success) throw new ValidationError(parsed.error.issues[0]?.message ?? 'invalid configuration');
+  const tlsCert = pick('tls-cert') ?? null;
+  const tlsKey = pick('tls-key') ?? null;
+  if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
+  const dataDir = path.resolve(cwd, pick('data') ?? 'data');
+  return Object.freeze({
+    ...parsed.data,
+    dataDir,
+    trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
+    name: pick('name') ?? os.hostname(),
+    tlsCert: tlsCert && path.resolve(cwd, tlsCert),
+    tlsKey: tlsKey && path.resolve(cwd, tlsKey),
+    maxUploadBytes: parseSize(pick('max-upload') ?? '4GiB'),
+    adminPassword: env.PROPAGATOR_ADMIN_PASSWORD || null,
+    enrollToken: env.PROPAGATOR_ENROLL_TOKEN || null,
+    lateAfterMs: 2 * 60_000,
+    offlineAfterMs: 10 * 60_000,
+    loginAttemptsPerWindow: 10,
+  });
+}

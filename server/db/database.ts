@@ -1,0 +1,138 @@
+import sqlite3 from 'sqlite3';
+import { MIGRATIONS } from './migrations.js';
+
+export type SqlValue = string | number | null;
+export type Params = SqlValue[] | Record<string, SqlValue>;
+
+/** What repositories use; a transaction hands out the same interface. */
+export interface Queryable {
+  run(sql: string, params?: Params): Promise<{ changes: number; lastID: number }>;
+  get<T>(sql: string, params?: Params): Promise<T | undefined>;
+  all<T>(sql: string, params?: Params): Promise<T[]>;
+}
+
+/** sqlite3 errors carry SQLITE_* codes; a UNIQUE violation names the column. */
+export function isUniqueViolation(err: unknown, column?: string): boolean {
+  const e = err as { code?: string; message?: string };
+  return e.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed/.test(e.message ?? '') && (!column || (e.message ?? '').includes(column));
+}
+
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  async lock<T>(work: () => Promise<T>): Promise<T> {
+    const previous = this.tail;
+    let release!: () => void;
+    this.tail = new Promise((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+}
+
+function raw(db: sqlite3.Database): Queryable {
+  return {
+    run: (sql, params = []) =>
+      new Promise((resolve, reject) => {
+        db.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
+          if (err) reject(err);
+          else resolve({ changes: this.changes, lastID: this.lastID });
+        });
+      }),
+    get: <T>(sql: string, params: Params = []) =>
+      new Promise<T | undefined>((resolve, reject) => {
+        db.get(sql, params, (err: Error | null, row: T | undefined) => (err ? reject(err) : resolve(row)));
+      }),
+    all: <T>(sql: string, params: Params = []) =>
+      new Promise<T[]>((resolve, reject) => {
+        db.all(sql, params, (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows)));
+      }),
+  };
+}
+
+/**
+ * The one SQLite connection of the master. Every statement takes the mutex, so the statements of
+ * a transaction are never interleaved with another request's on this shared connection.
+ */
+export class Database implements Queryable {
+  private readonly mutex = new Mutex();
+  private readonly q: Queryable;
+
+  private constructor(private readonly db: sqlite3.Database, readonly file: string) {
+    this.q = raw(db);
+  }
+
+  static async open(file: string): Promise<Database> {
+    const db = await new Promise<sqlite3.Database>((resolve, reject) => {
+      const handle = new sqlite3.Database(file, (err) => (err ? reject(err) : resolve(handle)));
+    });
+    const database = new Database(db, file);
+    await database.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
+    await database.migrate();
+    return database;
+  }
+
+  run(sql: string, params?: Params) {
+    return this.mutex.lock(() => this.q.run(sql, params));
+  }
+
+  get<T>(sql: string, params?: Params) {
+    return this.mutex.lock(() => this.q.get<T>(sql, params));
+  }
+
+  all<T>(sql: string, params?: Params) {
+    return this.mutex.lock(() => this.q.all<T>(sql, params));
+  }
+
+  private execRaw(sql: string): Promise<void> {
+    return new Promise((resolve, reject) => this.db.exec(sql, (err) => (err ? reject(err) : resolve())));
+  }
+
+  exec(sql: string): Promise<void> {
+    return this.mutex.lock(() => this.execRaw(sql));
+  }
+
+  /** Runs fn in BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.mutex.lock(async () => {
+      await this.execRaw('BEGIN IMMEDIATE');
+      try {
+        const result = await fn(this.q);
+        await this.execRaw('COMMIT');
+        return result;
+      } catch (err) {
+        await this.execRaw('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  /** Applies the migrations newer than PRAGMA user_version, each in its own transaction. */
+  private async migrate(): Promise<void> {
+    const row = await this.get<{ user_version: number }>('PRAGMA user_version');
+    const current = row?.user_version ?? 0;
+    for (const migration of MIGRATIONS.filter((m) => m.version > current)) {
+      await this.mutex.lock(async () => {
+        await this.execRaw('BEGIN IMMEDIATE');
+        try {
+          await this.execRaw(migration.sql);
+          await this.execRaw(`PRAGMA user_version = ${migration.version}`);
+          await this.execRaw('COMMIT');
+        } catch (err) {
+          await this.execRaw('ROLLBACK').catch(() => undefined);
+          throw new Error(`database migration ${migration.version} (${migration.name}) failed: ${(err as Error).message}`, { cause: err });
+        }
+      });
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    return (await this.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
+  }
+
+  close(): Promise<void> {
+    return this.mutex.lock(() => new Promise((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve()))));
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Schema versions, applied in order at start (PRAGMA user_version records the last one).
+ * Never edit a released migration: add a new one.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'packages, servers, sessions, settings',
+    sql: `
+      CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+      CREATE TABLE packages (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        name             TEXT NOT NULL UNIQUE,
+        product          TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        size             INTEGER NOT NULL,
+        sha256           TEXT NOT NULL UNIQUE,
+        payload_size     INTEGER NOT NULL,
+        payload_sha256   TEXT NOT NULL,
+        manifest_json    TEXT NOT NULL,
+        signer_subject   TEXT NOT NULL,
+        chain_json       TEXT NOT NULL,
+        signer_not_after TEXT NOT NULL,
+        expires          TEXT,
+        min_version      TEXT,
+        description      TEXT,
+        state            TEXT NOT NULL CHECK (state IN ('storing', 'valid', 'missing')),
+        uploaded_by      TEXT NOT NULL,
+        uploaded_at      TEXT NOT NULL
+      );
+      CREATE TABLE servers (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        mode            TEXT NOT NULL CHECK (mode IN ('bidirectional', 'mailbox')),
+        address         TEXT,
+        product         TEXT,
+        version         TEXT,
+        secret_hash     TEXT NOT NULL,
+        staged_json     TEXT NOT NULL DEFAULT '[]',
+        free_disk_bytes INTEGER,
+        last_seen       TEXT,
+        enrolled_at     TEXT NOT NULL
+      );
+      CREATE TABLE sessions (
+        id_hash    TEXT PRIMARY KEY,
+        csrf_token TEXT NOT NULL,
+        username   TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+      );
+      CREATE INDEX sessions_expiry ON sessions (expires_at);
+    `,
+  },
+];

@@ -1,0 +1,101 @@
+import type { Manifest } from '../../lib/manifest.js';
+import type { CertificateSummary } from '../../lib/package-verifier.js';
+import type { PackageState, StoredPackage } from '../domain.js';
+import type { Queryable } from './database.js';
+
+interface PackageRow {
+  id: number;
+  name: string;
+  product: string;
+  version: string;
+  size: number;
+  sha256: string;
+  payload_size: number;
+  payload_sha256: string;
+  manifest_json: string;
+  signer_subject: string;
+  chain_json: string;
+  signer_not_after: string;
+  expires: string | null;
+  min_version: string | null;
+  description: string | null;
+  state: PackageState;
+  uploaded_by: string;
+  uploaded_at: string;
+}
+
+function toPackage(row: PackageRow): StoredPackage {
+  return {
+    id: row.id,
+    name: row.name,
+    product: row.product,
+    version: row.version,
+    size: row.size,
+    sha256: row.sha256,
+    payload: { size: row.payload_size, sha256: row.payload_sha256 },
+    manifest: JSON.parse(row.manifest_json) as Manifest,
+    signer: row.signer_subject,
+    chain: JSON.parse(row.chain_json) as CertificateSummary[],
+    signerNotAfter: row.signer_not_after,
+    expires: row.expires,
+    minVersion: row.min_version,
+    description: row.description,
+    state: row.state,
+    uploadedBy: row.uploaded_by,
+    uploadedAt: row.uploaded_at,
+  };
+}
+
+export type NewPackage = Omit<StoredPackage, 'id'>;
+
+export class PackagesRepo {
+  constructor(private readonly db: Queryable) {}
+
+  async insert(p: NewPackage): Promise<number> {
+    const result = await this.db.run(
+      `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_json,
+         signer_subject, chain_json, signer_not_after, expires, min_version, description, state, uploaded_by, uploaded_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [p.name, p.product, p.version, p.size, p.sha256, p.payload.size, p.payload.sha256, JSON.stringify(p.manifest),
+        p.signer, JSON.stringify(p.chain), p.signerNotAfter, p.expires, p.minVersion, p.description, p.state, p.uploadedBy, p.uploadedAt],
+    );
+    return result.lastID;
+  }
+
+  async setState(id: number, state: PackageState): Promise<void> {
+    await this.db.run('UPDATE packages SET state = ? WHERE id = ?', [state, id]);
+  }
+
+  async findById(id: number): Promise<StoredPackage | null> {
+    const row = await this.db.get<PackageRow>('SELECT * FROM packages WHERE id = ?', [id]);
+    return row ? toPackage(row) : null;
+  }
+
+  async findByName(name: string): Promise<StoredPackage | null> {
+    const row = await this.db.get<PackageRow>('SELECT * FROM packages WHERE name = ?', [name]);
+    return row ? toPackage(row) : null;
+  }
+
+  async findBySha256(sha256: string): Promise<StoredPackage | null> {
+    const row = await this.db.get<PackageRow>('SELECT * FROM packages WHERE sha256 = ?', [sha256]);
+    return row ? toPackage(row) : null;
+  }
+
+  /** Newest first; rows still being stored are not shown. */
+  async list(): Promise<StoredPackage[]> {
+    const rows = await this.db.all<PackageRow>("SELECT * FROM packages WHERE state != 'storing' ORDER BY uploaded_at DESC, id DESC");
+    return rows.map(toPackage);
+  }
+
+  async listByState(state: PackageState): Promise<StoredPackage[]> {
+    return (await this.db.all<PackageRow>('SELECT * FROM packages WHERE state = ?', [state])).map(toPackage);
+  }
+
+  async allSha256(): Promise<Set<string>> {
+    return new Set((await this.db.all<{ sha256: string }>('SELECT sha256 FROM packages')).map((r) => r.sha256));
+  }
+
+  async delete(id: number): Promise<boolean> {
+    return (await this.db.run('DELETE FROM packages WHERE id = ?', [id])).changes > 0;
+  }
+}

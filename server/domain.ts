@@ -1,0 +1,73 @@
+import type { Manifest } from '../lib/manifest.js';
+import type { CertificateSummary } from '../lib/package-verifier.js';
+
+/** The master's domain types: what services and views work with (never raw rows). */
+
+export type PackageState = 'storing' | 'valid' | 'missing';
+
+export interface StoredPackage {
+  id: number;
+  name: string;
+  product: string;
+  version: string;
+  /** The package file as uploaded. */
+  size: number;
+  sha256: string;
+  payload: { size: number; sha256: string };
+  manifest: Manifest;
+  signer: string;
+  chain: CertificateSummary[];
+  signerNotAfter: string;
+  expires: string | null;
+  minVersion: string | null;
+  description: string | null;
+  state: PackageState;
+  uploadedBy: string;
+  uploadedAt: string;
+}
+
+export type ServerMode = 'bidirectional' | 'mailbox';
+export type ServerStatus = 'online' | 'late' | 'offline';
+
+export interface StagedPackage {
+  sha256: string;
+  product: string;
+  version: string;
+}
+
+export interface SlaveRecord {
+  id: number;
+  name: string;
+  mode: ServerMode;
+  address: string | null;
+  product: string | null;
+  version: string | null;
+  secretHash: string;
+  staged: StagedPackage[];
+  freeDiskBytes: number | null;
+  lastSeen: string | null;
+  enrolledAt: string;
+}
+
+/** One line of "Print servers" and of GET /api/servers. */
+export interface ServerView {
+  id: number;
+  name: string;
+  role: 'master' | 'slave';
+  mode: ServerMode | null;
+  status: ServerStatus;
+  product: string | null;
+  version: string | null;
+  lastSeen: string | null;
+  address: string | null;
+  staged: StagedPackage[];
+  freeDiskBytes: number | null;
+}
+
+export interface Session {
+  idHash: string;
+  csrfToken: string;
+  username: string | null;
+  createdAt: string;
+  expiresAt: string;
+}

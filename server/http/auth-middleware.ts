@@ -1,0 +1,75 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { AuthenticationError, ForbiddenError } from '../errors.js';
+import type { AuthService } from '../services/auth-service.js';
+import { safeEqual } from '../secrets.js';
+
+export const SESSION_COOKIE = 'propagator_session';
+
+export function isApiRequest(req: Request): boolean {
+  return req.path.startsWith('/api/') || req.path === '/api';
+}
+
+/** Reads the session cookie (if any) into res.locals. */
+export function loadSession(auth: AuthService): RequestHandler {
+  return async (req, res, next) => {
+    const id = (req.cookies as Record<string, string | undefined>)[SESSION_COOKIE];
+    const session = await auth.findSession(id);
+    res.locals.session = session;
+    if (session && id) {
+      res.locals.sessionId = id;
+      res.locals.csrfToken = session.csrfToken;
+    }
+    next();
+  };
+}
+
+export function setSessionCookie(res: Response, id: string, secure: boolean): void {
+  res.cookie(SESSION_COOKIE, id, { httpOnly: true, sameSite: 'strict', secure, path: '/', maxAge: 12 * 3600_000 });
+}
+
+/** Everything but /health and the login page goes through here: a session, or HTTP Basic. */
+export function requireAdmin(auth: AuthService): RequestHandler {
+  return async (req, res, next) => {
+    const session = res.locals.session;
+    if (session?.username) {
+      res.locals.user = session.username;
+      res.locals.authMethod = 'session';
+      return next();
+    }
+    const header = req.get('authorization');
+    if (header) {
+      const user = await auth.checkBasic(header);
+      if (!user) throw new AuthenticationError('Wrong user name or password');
+      res.locals.user = user;
+      res.locals.authMethod = 'basic';
+      return next();
+    }
+    if (!isApiRequest(req) && req.method === 'GET' && req.accepts(['html', 'json']) === 'html') {
+      return res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+    }
+    throw new AuthenticationError('Authentication required: log in, or send HTTP Basic credentials of the admin account');
+  };
+}
+
+/** The token a form or script sends back: header, form field or (for multipart forms) query. */
+function sentToken(req: Request): string | undefined {
+  const body = req.body as Record<string, unknown> | undefined;
+  const fromBody = body && typeof body._csrf === 'string' ? body._csrf : undefined;
+  const fromQuery = typeof req.query._csrf === 'string' ? req.query._csrf : undefined;
+  return req.get('x-csrf-token') ?? fromBody ?? fromQuery;
+}
+
+export function checkCsrf(req: Request, res: Response): void {
+  const expected = res.locals.session?.csrfToken;
+  const sent = sentToken(req);
+  if (!expected || !sent || !safeEqual(sent, expected)) {
+    throw new ForbiddenError('This form has expired or did not come from this console (CSRF token missing or wrong); reload the page and try again');
+  }
+}
+
+/** Cookie-authenticated changes must carry the session's CSRF token; Basic-auth API calls need none. */
+export function requireCsrf(req: Request, res: Response, next: NextFunction): void {
+  if (['GET', 'HEAD', 'OPTIONS'].includes(req.method) || res.locals.authMethod !== 'session') return next();
+  checkCsrf(req, res);
+  next();
+}

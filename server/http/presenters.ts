@@ -1,0 +1,50 @@
+import type { ServerView, StoredPackage } from '../domain.js';
+import { PackageService } from '../services/package-service.js';
+
+/** The JSON shapes of the REST API (documented in the README). */
+export function packageJson(p: StoredPackage) {
+  return {
+    id: p.id,
+    name: p.name,
+    product: p.product,
+    version: p.version,
+    size: p.size,
+    sha256: p.sha256,
+    state: PackageService.displayState(p),
+    signer: p.signer,
+    chain: p.chain.map((c) => ({ subject: c.subject, issuer: c.issuer, notAfter: c.notAfter })),
+    payload: p.payload,
+    expires: p.expires,
+    minVersion: p.minVersion,
+    description: p.description,
+    uploadedBy: p.uploadedBy,
+    uploadedAt: p.uploadedAt,
+  };
+}
+
+export function serverJson(s: ServerView) {
+  return {
+    id: s.id,
+    name: s.name,
+    role: s.role,
+    mode: s.mode,
+    status: s.status,
+    product: s.product,
+    version: s.version,
+    lastSeen: s.lastSeen,
+    address: s.address,
+    staged: s.staged,
+    freeDiskBytes: s.freeDiskBytes,
+  };
+}
+
+export function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}

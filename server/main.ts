@@ -1,0 +1,72 @@
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { loadTrustStore } from '../lib/trust-store.js';
+import { errorMessage } from '../lib/errors.js';
+import { createApp } from './app.js';
+import type { MasterConfig } from './config.js';
+import { Database } from './db/database.js';
+import { createLogger, type Logger } from './logger.js';
+import { PackageStore } from './package-store.js';
+import { bootstrapMaster, createServices } from './services.js';
+
+export interface RunningMaster {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const SHUTDOWN_GRACE_MS = 30_000;
+
+/** Opens the data folder and database, bootstraps, and listens. The only place that listens. */
+export async function startMaster(config: Readonly<MasterConfig>, options: { log?: Logger; announce?: (text: string) => void } = {}): Promise<RunningMaster> {
+  const log = options.log ?? createLogger({ level: config.logLevel });
+  const announce = options.announce ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const store = new PackageStore(config.dataDir);
+  await store.init();
+  const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
+  const services = createServices({ config, db, store, log });
+  const secrets = await bootstrapMaster(services, config);
+  const app = createApp({ config, db, store, log, services });
+
+  const server = config.tlsCert && config.tlsKey
+    ? https.createServer({ cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) }, app)
+    : http.createServer(app);
+  // Large uploads over slow links take longer than Node's 5-minute default request timeout.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const scheme = config.tlsCert ? 'https' : 'http';
+  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const url = `${scheme}://${shownHost}:${port}`;
+  log.info('master started', { url, dataDir: config.dataDir, trust: config.trustPath, tls: Boolean(config.tlsCert) });
+
+  const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];
+  if (secrets.generatedPassword) lines.push(`  Admin password (generated, shown only now): admin / ${secrets.generatedPassword}`);
+  if (secrets.generatedEnrollToken) lines.push(`  Enrollment token for slaves (generated, shown only now): ${secrets.generatedEnrollToken}`);
+  await loadTrustStore(config.trustPath).catch((err: unknown) => lines.push(`  Warning: ${errorMessage(err)}; every package will be refused until it holds a root CA certificate.`));
+  announce(lines.join('\n'));
+
+  let closing: Promise<void> | null = null;
+  const close = () => {
+    closing ??= (async () => {
+      log.info('master stopping: finishing requests in progress');
+      const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      clearTimeout(force);
+      await db.close();
+      log.info('master stopped');
+    })();
+    return closing;
+  };
+  return { url, port, close };
+}

@@ -1,0 +1,82 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, constants } from 'node:fs';
+import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+const SHA256_FILE = /^([0-9a-f]{64})\.pkg$/;
+
+/**
+ * Package files on disk: data/packages/<sha256>.pkg, and data/tmp/ for uploads in progress.
+ * Both live under the data folder, so a rename from tmp to packages is atomic.
+ */
+export class PackageStore {
+  readonly tmpDir: string;
+  readonly packagesDir: string;
+
+  constructor(readonly dataDir: string) {
+    this.tmpDir = path.join(dataDir, 'tmp');
+    this.packagesDir = path.join(dataDir, 'packages');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    await mkdir(this.packagesDir, { recursive: true, mode: 0o700 });
+  }
+
+  newTempPath(): string {
+    return path.join(this.tmpDir, `upload-${randomUUID()}.part`);
+  }
+
+  pathFor(sha256: string): string {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error(`not a sha256: ${sha256}`);
+    return path.join(this.packagesDir, `${sha256}.pkg`);
+  }
+
+  async commit(tempPath: string, sha256: string): Promise<string> {
+    const final = this.pathFor(sha256);
+    await rename(tempPath, final);
+    return final;
+  }
+
+  async remove(sha256: string): Promise<void> {
+    await rm(this.pathFor(sha256), { force: true });
+  }
+
+  async discard(tempPath: string): Promise<void> {
+    await rm(tempPath, { force: true });
+  }
+
+  async exists(sha256: string): Promise<boolean> {
+    return access(this.pathFor(sha256)).then(() => true, () => false);
+  }
+
+  openRead(sha256: string, range?: { start: number; end?: number }) {
+    return createReadStream(this.pathFor(sha256), range);
+  }
+
+  async storedSha256(): Promise<string[]> {
+    return (await readdir(this.packagesDir)).flatMap((f) => SHA256_FILE.exec(f)?.[1] ?? []);
+  }
+
+  /** Uploads cut short by a crash or a disconnect leave files here; none survives a restart. */
+  async clearTemp(): Promise<number> {
+    const files = await readdir(this.tmpDir);
+    await Promise.all(files.map((f) => rm(path.join(this.tmpDir, f), { force: true, recursive: true })));
+    return files.length;
+  }
+
+  async tempFiles(): Promise<string[]> {
+    return readdir(this.tmpDir);
+  }
+
+  async usable(): Promise<boolean> {
+    try {
+      await access(this.packagesDir, constants.R_OK | constants.W_OK);
+      await access(this.tmpDir, constants.R_OK | constants.W_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}

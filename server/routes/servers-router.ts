@@ -1,0 +1,39 @@
+import { Router } from 'express';
+import { idSchema } from '../http/schemas.js';
+import { serverJson } from '../http/presenters.js';
+import { parse } from '../http/validation.js';
+import type { ServerService } from '../services/server-service.js';
+import type { SettingsService } from '../services/settings-service.js';
+
+/** "Print servers" page and /api/servers. */
+export function serversRouter(deps: { servers: ServerService; settings: SettingsService }): Router {
+  const { servers, settings } = deps;
+  const router = Router();
+
+  router.get('/', (_req, res) => res.redirect(303, '/servers'));
+
+  router.get('/servers', async (req, res) => {
+    const list = await servers.list();
+    const parity = await servers.parity(list);
+    const enrollSource = await settings.enrollTokenSource();
+    res.render('servers', { page: 'servers', servers: list, parity, enrollSource, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
+  });
+
+  router.get('/api/servers', async (_req, res) => {
+    res.json((await servers.list()).map(serverJson));
+  });
+
+  router.delete('/api/servers/:id', async (req, res) => {
+    await servers.remove(parse(idSchema, req.params.id), res.locals.user ?? 'admin');
+    res.status(204).end();
+  });
+
+  router.post('/servers/:id/remove', async (req, res) => {
+    const id = parse(idSchema, req.params.id);
+    const name = (await servers.list()).find((s) => s.id === id)?.name ?? String(id);
+    await servers.remove(id, res.locals.user ?? 'admin');
+    res.redirect(303, `/servers?removed=${encodeURIComponent(name)}`);
+  });
+
+  return router;
+}

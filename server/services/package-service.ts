@@ -1,0 +1,143 @@
+import { ConflictError, NotFoundError, PackageRejectedError } from '../../lib/errors.js';
+import { verifyPackage } from '../../lib/package-verifier.js';
+import type { TrustStore } from '../../lib/trust-store.js';
+import { isUniqueViolation } from '../db/database.js';
+import type { PackagesRepo } from '../db/packages-repo.js';
+import type { StoredPackage } from '../domain.js';
+import type { Logger } from '../logger.js';
+import type { PackageStore } from '../package-store.js';
+
+export interface UploadedFile {
+  tempPath: string;
+  size: number;
+  sha256: string;
+}
+
+export type DisplayState = 'valid' | 'expired' | 'missing';
+
+export interface PackageServiceDeps {
+  packages: PackagesRepo;
+  store: PackageStore;
+  /** Read on every upload, so a root added to the trust store counts without a restart. */
+  loadTrust: () => Promise<TrustStore>;
+  /** True while an operation in progress uses the package (the operations engine answers). */
+  isInUse: (packageId: number) => Promise<boolean>;
+  log: Logger;
+}
+
+function nameConflict(name: string) {
+  return new ConflictError(`An update named "${name}" already exists`);
+}
+
+/**
+ * Adding, listing and deleting update packages. A package row goes through "storing" while its
+ * file moves into the store, so a crash at any point leaves either nothing or a complete package
+ * (recover() removes the rest at the next start).
+ */
+export class PackageService {
+  constructor(private readonly deps: PackageServiceDeps) {}
+
+  async add(upload: UploadedFile, name: string, user: string): Promise<StoredPackage> {
+    const { packages, store, log } = this.deps;
+    try {
+      if (await packages.findByName(name)) throw nameConflict(name);
+      const same = await packages.findBySha256(upload.sha256);
+      if (same) throw new ConflictError(`This package is already stored as "${same.name}"`);
+      const verified = await verifyPackage(upload.tempPath, { trust: await this.deps.loadTrust() }).catch((err: unknown) => {
+        if (err instanceof PackageRejectedError) log.warn('package rejected', { name, user, size: upload.size, sha256: upload.sha256, reason: err.message });
+        throw err;
+      });
+      const { manifest } = verified;
+      let id: number;
+      try {
+        id = await packages.insert({
+          name,
+          product: manifest.product,
+          version: manifest.version,
+          size: upload.size,
+          sha256: upload.sha256,
+          payload: verified.payload,
+          manifest,
+          signer: verified.signer.subject,
+          chain: verified.chain,
+          signerNotAfter: verified.signer.notAfter,
+          expires: manifest.expires ?? null,
+          minVersion: manifest.minVersion ?? null,
+          description: manifest.description ?? null,
+          state: 'storing',
+          uploadedBy: user,
+          uploadedAt: new Date().toISOString(),
+        });
+      } catch (err) {
+        if (isUniqueViolation(err, 'packages.name')) throw nameConflict(name);
+        if (isUniqueViolation(err, 'packages.sha256')) throw new ConflictError('This package is already stored under another name');
+        throw err;
+      }
+      try {
+        await store.commit(upload.tempPath, upload.sha256);
+      } catch (err) {
+        await packages.delete(id);
+        throw err;
+      }
+      await packages.setState(id, 'valid');
+      log.info('package added', { id, name, user, product: manifest.product, version: manifest.version, size: upload.size, sha256: upload.sha256, signer: verified.signer.subject });
+      return (await packages.findById(id)) as StoredPackage;
+    } finally {
+      await store.discard(upload.tempPath);
+    }
+  }
+
+  list(): Promise<StoredPackage[]> {
+    return this.deps.packages.list();
+  }
+
+  async get(id: number): Promise<StoredPackage> {
+    const found = await this.deps.packages.findById(id);
+    if (!found || found.state === 'storing') throw new NotFoundError(`There is no update with id ${id}`);
+    return found;
+  }
+
+  async delete(id: number, user: string): Promise<StoredPackage> {
+    const found = await this.get(id);
+    if (await this.deps.isInUse(id)) throw new ConflictError(`The update "${found.name}" is used by an operation in progress; cancel it or wait until it ends`);
+    await this.deps.packages.delete(id);
+    await this.deps.store.remove(found.sha256);
+    this.deps.log.info('package deleted', { id, name: found.name, user });
+    return found;
+  }
+
+  /** valid, or expired (its certificate or its own expiry passed since upload), or missing (file gone). */
+  static displayState(p: StoredPackage, now = new Date()): DisplayState {
+    if (p.state === 'missing') return 'missing';
+    const expired = (p.expires !== null && Date.parse(p.expires) <= now.getTime()) || Date.parse(p.signerNotAfter) <= now.getTime();
+    return expired ? 'expired' : 'valid';
+  }
+
+  /** At start: drop half-stored packages, orphan files and stale uploads; flag rows whose file vanished. */
+  async recover(): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; missing: number }> {
+    const { packages, store, log } = this.deps;
+    const tempFiles = await store.clearTemp();
+    const halfStored = await packages.listByState('storing');
+    for (const p of halfStored) {
+      await packages.delete(p.id);
+      await store.remove(p.sha256);
+    }
+    const known = await packages.allSha256();
+    const orphans = (await store.storedSha256()).filter((sha) => !known.has(sha));
+    for (const sha of orphans) await store.remove(sha);
+    let missing = 0;
+    for (const p of await packages.list()) {
+      const present = await store.exists(p.sha256);
+      if (!present && p.state === 'valid') {
+        await packages.setState(p.id, 'missing');
+        log.error('package file missing from the store', { id: p.id, name: p.name, sha256: p.sha256 });
+        missing++;
+      } else if (present && p.state === 'missing') {
+        await packages.setState(p.id, 'valid');
+      }
+    }
+    const summary = { tempFiles, halfStored: halfStored.length, orphanFiles: orphans.length, missing };
+    if (tempFiles + halfStored.length + orphans.length + missing > 0) log.warn('store recovered after an unclean stop', summary);
+    return summary;
+  }
+}

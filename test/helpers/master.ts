@@ -1,0 +1,63 @@
+import path from 'node:path';
+import type { Express } from 'express';
+import supertest from 'supertest';
+import { createApp } from '../../server/app.js';
+import { loadMasterConfig, type MasterConfig } from '../../server/config.js';
+import { Database } from '../../server/db/database.js';
+import { memoryLogger } from '../../server/logger.js';
+import { PackageStore } from '../../server/package-store.js';
+import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
+import { tempDir } from './run.js';
+
+export const ADMIN_PASSWORD = 'correct horse battery staple';
+export const BASIC = `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}`;
+
+export interface TestMaster {
+  app: Express;
+  dir: string;
+  config: Readonly<MasterConfig>;
+  db: Database;
+  store: PackageStore;
+  services: MasterServices;
+  logs: string[];
+  /** Closes the database (the data folder stays, for restart tests). */
+  stop(): Promise<void>;
+}
+
+/** A master built in-process, as main.ts builds it, on a data folder of its own. */
+export async function openMaster(dataDir: string, trustPath: string, overrides: Partial<MasterConfig> = {}): Promise<TestMaster> {
+  const config = Object.freeze({
+    ...loadMasterConfig(['--data', dataDir, '--host', '127.0.0.1', '--port', '0', '--trust', trustPath, '--name', 'master-test'], { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD }),
+    ...overrides,
+  });
+  const log = memoryLogger();
+  const store = new PackageStore(config.dataDir);
+  await store.init();
+  const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
+  const services = createServices({ config, db, store, log });
+  await bootstrapMaster(services, config);
+  const app = createApp({ config, db, store, log, services });
+  return { app, dir: dataDir, config, db, store, services, logs: log.lines, stop: () => db.close() };
+}
+
+export async function createTestMaster(trustPath: string, overrides: Partial<MasterConfig> = {}): Promise<TestMaster & { cleanup(): Promise<void> }> {
+  const { dir, cleanup } = await tempDir('propagator-master-');
+  const master = await openMaster(path.join(dir, 'data'), trustPath, overrides);
+  return { ...master, cleanup: async () => { await master.stop().catch(() => undefined); await cleanup(); } };
+}
+
+/** The hidden CSRF token of a rendered page. */
+export function csrfOf(html: string): string {
+  const match = /name="_csrf" value="([^"]+)"/.exec(html) ?? /data-csrf="([^"]+)"/.exec(html);
+  if (!match?.[1]) throw new Error('no CSRF token in the page');
+  return match[1];
+}
+
+/** A browser-like client (cookies kept) logged in to the console. */
+export async function loginAgent(app: Express, password = ADMIN_PASSWORD) {
+  const agent = supertest.agent(app);
+  const page = await agent.get('/login').expect(200);
+  await agent.post('/login').type('form').send({ _csrf: csrfOf(page.text), username: 'admin', password, next: '/servers' }).expect(303);
+  const servers = await agent.get('/servers').expect(200);
+  return { agent, csrf: csrfOf(servers.text) };
+}

@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { loadMasterConfig, parseSize } from '../server/config.js';
+
+it('reads flags over environment over defaults', () => {
+  const defaults = loadMasterConfig([], {}, '/srv/propagator');
+  assert.deepEqual(
+    [defaults.host, defaults.port, defaults.dataDir, defaults.trustPath, defaults.product, defaults.productVersion, defaults.maxUploadBytes, defaults.tlsCert],
+    ['0.0.0.0', 8080, '/srv/propagator/data', '/srv/propagator/certs/trusted', null, null, 4 * 1024 ** 3, null],
+  );
+  assert.ok(Object.isFrozen(defaults));
+  const env = { PROPAGATOR_PORT: '9000', PROPAGATOR_DATA_DIR: '/var/lib/propagator', PROPAGATOR_PRODUCT_VERSION: '6.1', PROPAGATOR_MAX_UPLOAD: '500MiB' };
+  const fromEnv = loadMasterConfig([], env, '/srv');
+  assert.deepEqual([fromEnv.port, fromEnv.dataDir, fromEnv.productVersion, fromEnv.maxUploadBytes], [9000, '/var/lib/propagator', '6.1', 500 * 1024 ** 2]);
+  const fromFlags = loadMasterConfig(['--port', '9100', '--product-version', '6.2.1', '--data', 'here'], env, '/srv');
+  assert.deepEqual([fromFlags.port, fromFlags.dataDir, fromFlags.productVersion], [9100, '/srv/here', '6.2.1']);
+});
+
+it('takes secrets from the environment only', () => {
+  const config = loadMasterConfig([], { PROPAGATOR_ADMIN_PASSWORD: 'pw', PROPAGATOR_ENROLL_TOKEN: 'tok' });
+  assert.deepEqual([config.adminPassword, config.enrollToken], ['pw', 'tok']);
+  assert.throws(() => loadMasterConfig(['--admin-password', 'pw'], {}), /Unknown option '--admin-password'/);
+});
+
+it('explains bad values', () => {
+  assert.throws(() => loadMasterConfig(['--port', 'eighty'], {}), { message: 'port must be a number' });
+  assert.throws(() => loadMasterConfig(['--port', '70000'], {}), { message: 'port must be 0 to 65535' });
+  assert.throws(() => loadMasterConfig(['--product-version', 'six'], {}), { message: 'product version must be 1 to 4 dot-separated numbers' });
+  assert.throws(() => loadMasterConfig(['--tls-cert', 'a.pem'], {}), { message: '--tls-cert and --tls-key go together' });
+  assert.throws(() => loadMasterConfig(['--max-upload', 'lots'], {}), { message: 'not a size: "lots" (examples: 4GiB, 500MiB, 1048576)' });
+  assert.equal(parseSize('1.5GiB'), 1.5 * 1024 ** 3);
+});

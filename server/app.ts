@@ -65,7 +65,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/api/master', express.json({ limit: '64kb' }));
 
   app.use(serversRouter({ servers: services.servers, settings: services.settings }));
-  app.use(packagesRouter({ packages: services.packages, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
+  app.use(packagesRouter({ packages: services.packages, settings: services.settings, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
   app.use(settingsRouter({ settings: services.settings, auth: services.auth }));
 
   app.use((req) => {

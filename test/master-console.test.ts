@@ -199,3 +199,24 @@ describe('rate limits', () => {
     }
   });
 });
+
+describe('propagation rules on the Updates page', () => {
+  it('says when the master must be updated first, or the product differs', async () => {
+    const other = await createTestMaster(pki.root, { productVersion: '6.0' });
+    try {
+      const { agent, csrf } = await loginAgent(other.app);
+      const newer = await makePackage(work, 'rule-newer', { publisher: pki.good.rsa, payloadDir, version: '6.1' });
+      const older = await makePackage(work, 'rule-older', { publisher: pki.good.rsa, payloadDir, version: '5.9' });
+      const otherProduct = await makePackage(work, 'rule-product', { publisher: pki.good.rsa, payloadDir, version: '1.0', product: 'printgate' });
+      for (const [name, file] of [['Newer', newer], ['Older', older], ['Other product', otherProduct]] as const) {
+        await agent.post('/updates').set('Accept', 'application/json').set('X-CSRF-Token', csrf).field('name', name).attach('package', file).expect(201);
+      }
+      const page = (await agent.get('/updates').expect(200)).text;
+      assert.match(page, /<td>Newer<\/td>[\s\S]*?⚠ Update the master to 6\.1 first \(it runs 6\.0\)/);
+      assert.match(page, /<td>Older<\/td>[\s\S]*?<span class="ok">Ready<\/span>/);
+      assert.match(page, /<td>Other product<\/td>[\s\S]*?⚠ This package is for printgate; the master runs watchdoc/);
+    } finally {
+      await other.cleanup();
+    }
+  });
+});

@@ -6,9 +6,12 @@ import { idSchema } from '../http/schemas.js';
 import type { UploadReceiver } from '../http/upload.js';
 import { parse } from '../http/validation.js';
 import { PackageService } from '../services/package-service.js';
+import { propagationBlocker } from '../services/propagation-rules.js';
+import type { SettingsService } from '../services/settings-service.js';
 
 export interface PackagesRouterDeps {
   packages: PackageService;
+  settings: SettingsService;
   receiveUpload: UploadReceiver;
   config: Pick<MasterConfig, 'maxUploadBytes'>;
 }
@@ -40,9 +43,11 @@ export function packagesRouter(deps: PackagesRouterDeps): Router {
 
   router.get('/updates', async (req, res) => {
     const list = await packages.list();
+    const master = await deps.settings.productInfo();
     res.render('updates', {
       page: 'updates',
-      packages: list.map((p) => ({ ...p, displayState: PackageService.displayState(p) })),
+      master,
+      packages: list.map((p) => ({ ...p, displayState: PackageService.displayState(p), blocker: propagationBlocker(p, master) })),
       formatBytes,
       deleted: typeof req.query.deleted === 'string' ? req.query.deleted : null,
     });

@@ -1,4 +1,5 @@
 import { ConfigurationError, PropagatorError, ValidationError, errorMessage } from '../lib/errors.js';
+import { AGENT_HELP, agentCommand } from './agent-command.js';
 import { CERTS_HELP, certsInit } from './certs-command.js';
 import { MASTER_HELP, masterCommand } from './master-command.js';
 import { processIo, UsageError, type CliIo } from './io.js';
@@ -11,6 +12,7 @@ const COMMANDS: Record<string, Command> = {
   'package verify': packageVerify,
   'certs init': certsInit,
   master: masterCommand,
+  agent: agentCommand,
 };
 
 const HELP = `Propagator: signed update packages, verified and applied across a print-server domain.
@@ -19,6 +21,7 @@ Usage:
 ${PACKAGE_HELP}
 ${CERTS_HELP}
 ${MASTER_HELP}
+${AGENT_HELP}
 propagator help | --help | --version`;
 
 function isUsageProblem(err: unknown): boolean {

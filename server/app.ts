@@ -9,6 +9,7 @@ import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.j
 import { errorHandler } from './http/error-handler.js';
 import { requestLog } from './http/request-log.js';
 import { uploadReceiver } from './http/upload.js';
+import { agentRouter } from './routes/agent-router.js';
 import { authRouter } from './routes/auth-router.js';
 import { healthRouter } from './routes/health-router.js';
 import { packagesRouter } from './routes/packages-router.js';
@@ -44,6 +45,7 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
   app.use(healthRouter({ db, store }));
+  app.use(agentRouter({ agents: services.agents, store, enrollAttemptsPerWindow: config.loginAttemptsPerWindow }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));

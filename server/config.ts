@@ -28,6 +28,10 @@ export interface MasterConfig {
   offlineAfterMs: number;
   /** Failed logins (and failed Basic credentials) allowed per address per 15 minutes. */
   loginAttemptsPerWindow: number;
+  /** Mailbox sessions served per minute, all agents together; 0 means no cap. */
+  mailboxSessionsPerMinute: number;
+  /** Commands pushed to bidirectional agents at once. */
+  pushConcurrency: number;
 }
 
 export const DEFAULT_PRODUCT = 'watchdoc';
@@ -55,12 +59,13 @@ const FLAGS = {
   'tls-key': { type: 'string', env: 'PROPAGATOR_TLS_KEY' },
   'max-upload': { type: 'string', env: 'PROPAGATOR_MAX_UPLOAD' },
   'log-level': { type: 'string', env: 'PROPAGATOR_LOG_LEVEL' },
+  'mailbox-cap': { type: 'string', env: 'PROPAGATOR_MAILBOX_CAP' },
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
-                  [--max-upload SIZE] [--log-level debug|info|warn|error]
+                  [--max-upload SIZE] [--mailbox-cap N] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
     PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
     the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN.`;
@@ -71,6 +76,7 @@ const schema = z.object({
   product: z.string().regex(/^[a-z0-9._-]{1,64}$/, { error: 'product must be 1 to 64 of a-z 0-9 . _ -' }).nullable(),
   productVersion: z.string().refine(isValidVersion, { error: 'product version must be 1 to 4 dot-separated numbers' }).nullable(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'log level must be debug, info, warn or error' }),
+  mailboxCap: z.coerce.number({ error: 'mailbox cap must be a number' }).int().min(0, { error: 'mailbox cap must be 0 (no cap) or more' }),
 });
 
 export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Readonly<MasterConfig> {
@@ -85,14 +91,18 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     product: pick('product') ?? null,
     productVersion: pick('product-version') ?? null,
     logLevel: pick('log-level') ?? 'info',
+    mailboxCap: pick('mailbox-cap') ?? '0',
   });
   if (!parsed.success) throw new ValidationError(parsed.error.issues[0]?.message ?? 'invalid configuration');
   const tlsCert = pick('tls-cert') ?? null;
   const tlsKey = pick('tls-key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
   const dataDir = path.resolve(cwd, pick('data') ?? 'data');
+  const { mailboxCap, ...rest } = parsed.data;
   return Object.freeze({
-    ...parsed.data,
+    ...rest,
+    mailboxSessionsPerMinute: mailboxCap,
+    pushConcurrency: 8,
     dataDir,
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     name: pick('name') ?? os.hostname(),

@@ -71,3 +71,33 @@ export interface Session {
   createdAt: string;
   expiresAt: string;
 }
+
+export type CommandType = 'propagate' | 'apply';
+export type CommandState = 'queued' | 'delivered' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timedout';
+export const OPEN_COMMAND_STATES: CommandState[] = ['queued', 'delivered', 'running'];
+
+/** One piece of work for one slave: stage a package there, or install it. */
+export interface Command {
+  id: string;
+  serverId: number | null;
+  serverName: string;
+  type: CommandType;
+  packageId: number | null;
+  packageName: string;
+  packageSha256: string;
+  packageSize: number;
+  product: string;
+  version: string;
+  allowDowngrade: boolean;
+  state: CommandState;
+  message: string;
+  versionBefore: string | null;
+  versionAfter: string | null;
+  attempts: number;
+  nextAttemptAt: string | null;
+  createdAt: string;
+  deliveredAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  updatedAt: string;
+}

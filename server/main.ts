@@ -8,7 +8,7 @@ import { errorMessage } from '../lib/errors.js';
 import { createApp } from './app.js';
 import type { MasterConfig } from './config.js';
 import { Database } from './db/database.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, type Logger } from '../lib/logger.js';
 import { PackageStore } from './package-store.js';
 import { bootstrapMaster, createServices } from './services.js';
 
@@ -30,6 +30,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
   const services = createServices({ config, db, store, log });
   const secrets = await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });
+  services.dispatcher.start();
 
   const server = config.tlsCert && config.tlsKey
     ? https.createServer({ cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) }, app)
@@ -63,6 +64,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
         server.closeIdleConnections();
       });
       clearTimeout(force);
+      await services.dispatcher.stop();
       await db.close();
       log.info('master stopped');
     })();

@@ -1,11 +1,16 @@
 import { loadTrustStore } from '../lib/trust-store.js';
+import { CommandsRepo } from './db/commands-repo.js';
+import { Dispatcher } from './dispatcher.js';
+import { loadMasterKey, type MasterKey } from './master-key.js';
+import { AgentService } from './services/agent-service.js';
+import { CommandService } from './services/command-service.js';
 import type { MasterConfig } from './config.js';
 import type { Database } from './db/database.js';
 import { PackagesRepo } from './db/packages-repo.js';
 import { ServersRepo } from './db/servers-repo.js';
 import { SessionsRepo } from './db/sessions-repo.js';
 import { SettingsRepo } from './db/settings-repo.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { PackageStore } from './package-store.js';
 import { AuthService } from './services/auth-service.js';
 import { PackageService } from './services/package-service.js';
@@ -17,6 +22,10 @@ export interface MasterServices {
   settings: SettingsService;
   packages: PackageService;
   servers: ServerService;
+  agents: AgentService;
+  commands: CommandService;
+  /** Pushes commands to bidirectional agents; main.ts starts and stops it. */
+  dispatcher: Dispatcher;
 }
 
 export interface MasterDeps {
@@ -30,18 +39,30 @@ export interface MasterDeps {
 export function createServices({ config, db, store, log }: MasterDeps): MasterServices {
   const settingsRepo = new SettingsRepo(db);
   const settings = new SettingsService(settingsRepo, log);
+  const commandsRepo = new CommandsRepo(db);
+  const serversRepo = new ServersRepo(db);
+  const packagesRepo = new PackagesRepo(db);
+  let key: Promise<MasterKey> | null = null;
+  const masterKey = () => (key ??= loadMasterKey(config.dataDir));
+  const agents = new AgentService(serversRepo, commandsRepo, settings, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute });
+  const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
+    { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
+  const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log);
+  commands.onQueued = () => dispatcher.kick();
   return {
     auth: new AuthService(settingsRepo, new SessionsRepo(db), log),
     settings,
     packages: new PackageService({
-      packages: new PackagesRepo(db),
+      packages: packagesRepo,
       store,
       loadTrust: () => loadTrustStore(config.trustPath),
-      // Operations (and so packages in use) arrive with the operations engine.
-      isInUse: async () => false,
+      isInUse: (id) => commandsRepo.packageInUse(id),
       log,
     }),
-    servers: new ServerService(new ServersRepo(db), settings, config, log),
+    servers: new ServerService(serversRepo, settings, config, log),
+    agents,
+    commands,
+    dispatcher,
   };
 }
 

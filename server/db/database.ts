@@ -1,4 +1,5 @@
 import sqlite3 from 'sqlite3';
+import { Mutex } from '../../lib/mutex.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type SqlValue = string | number | null;
@@ -15,21 +16,6 @@ export interface Queryable {
 export function isUniqueViolation(err: unknown, column?: string): boolean {
   const e = err as { code?: string; message?: string };
   return e.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed/.test(e.message ?? '') && (!column || (e.message ?? '').includes(column));
-}
-
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  async lock<T>(work: () => Promise<T>): Promise<T> {
-    const previous = this.tail;
-    let release!: () => void;
-    this.tail = new Promise((resolve) => (release = resolve));
-    await previous;
-    try {
-      return await work();
-    } finally {
-      release();
-    }
-  }
 }
 
 function raw(db: sqlite3.Database): Queryable {

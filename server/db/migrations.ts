@@ -60,4 +60,36 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX sessions_expiry ON sessions (expires_at);
     `,
   },
+  {
+    version: 2,
+    name: 'commands for agents',
+    sql: `
+      CREATE TABLE commands (
+        id              TEXT PRIMARY KEY,
+        server_id       INTEGER REFERENCES servers (id) ON DELETE SET NULL,
+        server_name     TEXT NOT NULL,
+        type            TEXT NOT NULL CHECK (type IN ('propagate', 'apply')),
+        package_id      INTEGER REFERENCES packages (id) ON DELETE SET NULL,
+        package_name    TEXT NOT NULL,
+        package_sha256  TEXT NOT NULL,
+        package_size    INTEGER NOT NULL,
+        product         TEXT NOT NULL,
+        version         TEXT NOT NULL,
+        allow_downgrade INTEGER NOT NULL DEFAULT 0,
+        state           TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'running', 'succeeded', 'failed', 'cancelled', 'timedout')),
+        message         TEXT NOT NULL DEFAULT '',
+        version_before  TEXT,
+        version_after   TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        created_at      TEXT NOT NULL,
+        delivered_at    TEXT,
+        started_at      TEXT,
+        finished_at     TEXT,
+        updated_at      TEXT NOT NULL
+      );
+      CREATE INDEX commands_server_state ON commands (server_id, state);
+      CREATE INDEX commands_package_state ON commands (package_id, state);
+    `,
+  },
 ];

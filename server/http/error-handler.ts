@@ -5,7 +5,7 @@ import {
 import {
   AuthenticationError, BadRequestError, ForbiddenError, PayloadTooLargeError, TooManyRequestsError, UnsupportedMediaTypeError,
 } from '../errors.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import { isApiRequest } from './auth-middleware.js';
 
 const STATUS: [new (...args: never[]) => Error, number][] = [
@@ -51,7 +51,9 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       req.socket.destroy();
       return;
     }
-    if (status === 401 && isApiRequest(req)) res.set('WWW-Authenticate', 'Basic realm="Propagator", charset="UTF-8"');
+    if (status === 401 && isApiRequest(req) && !req.path.startsWith('/api/agent/')) res.set('WWW-Authenticate', 'Basic realm="Propagator", charset="UTF-8"');
+    const retryAfter = (err as { retryAfter?: unknown }).retryAfter;
+    if (typeof retryAfter === 'number') res.set('Retry-After', String(retryAfter));
     res.status(status);
     if (prefersJson(req)) {
       res.json({ error: message });

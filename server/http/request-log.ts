@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 
 /** One log line per request: method, path without query (it may hold a CSRF token), status, time. */
 export function requestLog(log: Logger): RequestHandler {

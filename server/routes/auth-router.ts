@@ -3,7 +3,7 @@ import { rateLimit } from 'express-rate-limit';
 import { TooManyRequestsError } from '../errors.js';
 import { checkCsrf, SESSION_COOKIE, setSessionCookie } from '../http/auth-middleware.js';
 import { loginSchema } from '../http/schemas.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import type { AuthService } from '../services/auth-service.js';
 
 /** Only local paths: a "next" pointing at another site would make the login page an open redirect. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { SessionsRepo } from '../db/sessions-repo.js';
 import type { SettingsRepo } from '../db/settings-repo.js';
 import type { Session } from '../domain.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import { hashPassword, randomToken, safeEqual, verifyPassword } from '../secrets.js';
 
 export const ADMIN_USER = 'admin';

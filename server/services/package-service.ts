@@ -4,7 +4,7 @@ import type { TrustStore } from '../../lib/trust-store.js';
 import { isUniqueViolation } from '../db/database.js';
 import type { PackagesRepo } from '../db/packages-repo.js';
 import type { StoredPackage } from '../domain.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import type { PackageStore } from '../package-store.js';
 
 export interface UploadedFile {

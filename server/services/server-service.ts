@@ -3,7 +3,7 @@ import { compareVersions } from '../../lib/version.js';
 import type { MasterConfig } from '../config.js';
 import type { ServersRepo } from '../db/servers-repo.js';
 import type { ServerStatus, ServerView, SlaveRecord } from '../domain.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import type { SettingsService } from './settings-service.js';
 
 export interface Parity {

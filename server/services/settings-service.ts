@@ -2,7 +2,7 @@ import { ValidationError } from '../../lib/errors.js';
 import { isValidVersion } from '../../lib/version.js';
 import { DEFAULT_PRODUCT, DEFAULT_PRODUCT_VERSION, type MasterConfig } from '../config.js';
 import type { SettingsRepo } from '../db/settings-repo.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../lib/logger.js';
 import { hashToken, randomToken, tokenMatches } from '../secrets.js';
 
 export interface ProductInfo {

@@ -4,7 +4,7 @@ import supertest from 'supertest';
 import { createApp } from '../../server/app.js';
 import { loadMasterConfig, type MasterConfig } from '../../server/config.js';
 import { Database } from '../../server/db/database.js';
-import { memoryLogger } from '../../server/logger.js';
+import { memoryLogger } from '../../lib/logger.js';
 import { PackageStore } from '../../server/package-store.js';
 import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
 import { tempDir } from './run.js';
@@ -60,4 +60,21 @@ export async function loginAgent(app: Express, password = ADMIN_PASSWORD) {
   await agent.post('/login').type('form').send({ _csrf: csrfOf(page.text), username: 'admin', password, next: '/servers' }).expect(303);
   const servers = await agent.get('/servers').expect(200);
   return { agent, csrf: csrfOf(servers.text) };
+}
+
+/** Serves a test master on a loopback port with its dispatcher running, as main.ts would. */
+export async function listenMaster(m: TestMaster): Promise<{ url: string; close(): Promise<void> }> {
+  const { createServer } = await import('node:http');
+  const server = createServer(m.app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  m.services.dispatcher.start();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      await m.services.dispatcher.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }

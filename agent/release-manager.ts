@@ -1,0 +1,164 @@
+import { lstat, mkdir, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../lib/logger.js';
+import type { Manifest } from '../lib/manifest.js';
+import { extractPayload } from '../lib/payload-extractor.js';
+import { compareVersions } from '../lib/version.js';
+import { readJson, writeJsonAtomic } from './files.js';
+import { runHook, type HookResult } from './hooks.js';
+
+/** Where an install stands; written before each step so a restart knows what to finish or undo. */
+interface InstallJournal {
+  commandId: string;
+  version: string;
+  previous: string | null;
+  phase: 'extracting' | 'applying' | 'switching' | 'checking' | 'healthy';
+}
+
+export interface InstallOutcome {
+  ok: boolean;
+  message: string;
+  versionBefore: string | null;
+  versionAfter: string | null;
+}
+
+export interface RecoveredInstall extends InstallOutcome {
+  commandId: string;
+}
+
+function describeHook(name: string, result: HookResult): string {
+  return `${name} failed (${result.outcome})${result.outputTail ? `: ${result.outputTail}` : ''}`;
+}
+
+/**
+ * The product releases on this slave: DATA/releases/<version>/ and DATA/current, a symbolic link
+ * to the running one, switched atomically (a new link renamed over the old one).
+ */
+export class ReleaseManager {
+  readonly releasesDir: string;
+  private readonly currentLink: string;
+  private readonly journalFile: string;
+
+  constructor(private readonly dataDir: string, private readonly options: { product: string; initialVersion: string | null; hookTimeoutMs: number; keep: number }, private readonly log: Logger) {
+    this.releasesDir = path.join(dataDir, 'releases');
+    this.currentLink = path.join(dataDir, 'current');
+    this.journalFile = path.join(dataDir, 'install.json');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.releasesDir, { recursive: true });
+  }
+
+  /** The installed version, read from disk: the current link, or the version the slave had first. */
+  async installedVersion(): Promise<string | null> {
+    const target = await readlink(this.currentLink).catch(() => null);
+    return target ? path.basename(target) : this.options.initialVersion;
+  }
+
+  private async switchTo(version: string | null): Promise<void> {
+    if (version === null || version === this.options.initialVersion && !(await this.exists(version))) {
+      await rm(this.currentLink, { force: true });
+      return;
+    }
+    const next = `${this.currentLink}.next`;
+    await rm(next, { force: true });
+    await symlink(path.join('releases', version), next);
+    await rename(next, this.currentLink);
+  }
+
+  private exists(version: string): Promise<boolean> {
+    return lstat(path.join(this.releasesDir, version)).then(() => true, () => false);
+  }
+
+  private journal(entry: InstallJournal | null): Promise<void> {
+    return entry ? writeJsonAtomic(this.journalFile, entry) : rm(this.journalFile, { force: true });
+  }
+
+  private hookEnv(version: string, previous: string | null, dir: string): Record<string, string> {
+    return { UPDATE_PRODUCT: this.options.product, UPDATE_VERSION: version, UPDATE_PREVIOUS_VERSION: previous ?? '', UPDATE_RELEASE_DIR: dir };
+  }
+
+  /** Installs a verified, staged package. Never leaves the slave without a working release. */
+  async install(commandId: string, packageFile: string, manifest: Manifest, allowDowngrade: boolean): Promise<InstallOutcome> {
+    const previous = await this.installedVersion();
+    const version = manifest.version;
+    const base = { versionBefore: previous, versionAfter: previous };
+    if (previous !== null && compareVersions(version, previous) === 0) return { ok: true, message: `${this.options.product} ${version} is already installed`, ...base };
+    if (previous !== null && compareVersions(version, previous) < 0 && !allowDowngrade) {
+      return { ok: false, message: `refusing to downgrade from ${previous} to ${version} (an explicit rollback allows it)`, ...base };
+    }
+    const dir = path.join(this.releasesDir, version);
+    const partial = `${dir}.partial`;
+    await this.journal({ commandId, version, previous, phase: 'extracting' });
+    await rm(partial, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+    try {
+      await extractPayload(packageFile, manifest.payload, partial);
+      await rename(partial, dir);
+    } catch (err) {
+      await this.journal(null);
+      return { ok: false, message: `extraction failed: ${(err as Error).message}`, ...base };
+    }
+
+    await this.journal({ commandId, version, previous, phase: 'applying' });
+    const env = this.hookEnv(version, previous, dir);
+    const applied = await runHook(path.join(dir, 'hooks', 'apply'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    if (applied && !applied.ok) {
+      await rm(dir, { recursive: true, force: true });
+      await this.journal(null);
+      return { ok: false, message: `${describeHook('hooks/apply', applied)}; ${previous ?? 'the previous release'} is still installed`, ...base };
+    }
+
+    await this.journal({ commandId, version, previous, phase: 'switching' });
+    await this.switchTo(version);
+    await this.journal({ commandId, version, previous, phase: 'checking' });
+    const health = await runHook(path.join(dir, 'hooks', 'health'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    if (health && !health.ok) {
+      await this.switchTo(previous);
+      await rm(dir, { recursive: true, force: true });
+      await this.journal(null);
+      this.log.warn('release unhealthy, rolled back', { version, previous });
+      return { ok: false, message: `${describeHook('hooks/health', health)}; rolled back to ${previous ?? 'the previous release'}`, ...base };
+    }
+    await this.journal({ commandId, version, previous, phase: 'healthy' });
+    await this.prune(version, previous);
+    await this.journal(null);
+    this.log.info('release installed', { version, previous });
+    return { ok: true, message: `installed ${this.options.product} ${version}`, versionBefore: previous, versionAfter: version };
+  }
+
+  /** Keeps the newest releases (the current and previous ones always). */
+  private async prune(current: string, previous: string | null): Promise<void> {
+    const entries = (await readdir(this.releasesDir)).filter((e) => !e.endsWith('.partial'));
+    const versions = entries.filter((e) => /^\d+(\.\d+){0,3}$/.test(e)).sort(compareVersions).reverse();
+    const keep = new Set([current, ...(previous ? [previous] : []), ...versions.slice(0, this.options.keep)]);
+    for (const v of versions) if (!keep.has(v)) await rm(path.join(this.releasesDir, v), { recursive: true, force: true });
+  }
+
+  /**
+   * After a crash: finishes an install that had passed its health check, undoes any other, and
+   * says what happened so the command's result can be reported.
+   */
+  async recover(): Promise<RecoveredInstall | null> {
+    for (const entry of await readdir(this.releasesDir)) {
+      if (entry.endsWith('.partial')) await rm(path.join(this.releasesDir, entry), { recursive: true, force: true });
+    }
+    const journal = await readJson<InstallJournal>(this.journalFile);
+    if (!journal) return null;
+    const { commandId, version, previous } = journal;
+    if (journal.phase === 'healthy') {
+      await this.journal(null);
+      this.log.warn('agent restarted after a healthy install; completed it', { version });
+      return { commandId, ok: true, message: `installed ${this.options.product} ${version}`, versionBefore: previous, versionAfter: version };
+    }
+    await this.switchTo(previous);
+    await rm(path.join(this.releasesDir, version), { recursive: true, force: true });
+    await this.journal(null);
+    this.log.warn('agent restarted during an install; rolled back', { version, previous, phase: journal.phase });
+    return {
+      commandId, ok: false,
+      message: `the agent stopped during the install of ${version} (${journal.phase}); rolled back to ${previous ?? 'the previous release'}`,
+      versionBefore: previous, versionAfter: await this.installedVersion(),
+    };
+  }
+}

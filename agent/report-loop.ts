@@ -1,0 +1,111 @@
+import type { AgentStatus } from '../lib/agent-protocol.js';
+import { errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { AgentConfig } from './config.js';
+import type { CommandRunner } from './command-runner.js';
+import type { Identity } from './identity.js';
+import { RefusedError, RetryLaterError, type MasterClient } from './master-client.js';
+
+/** ±20 %, so a thousand agents started together do not keep calling together. */
+export function withJitter(ms: number, random = Math.random): number {
+  return Math.round(ms * (0.8 + 0.4 * random()));
+}
+
+/**
+ * The agent's calls to the master. Mailbox mode: a poll that brings back work, at an interval
+ * growing from --poll-min to --poll-max while idle, back to the minimum when work arrives, or as
+ * soon as the master asks. Bidirectional mode: a heartbeat every --heartbeat seconds, and at once
+ * when a result is ready. Both back off exponentially while the master cannot be reached.
+ */
+export class ReportLoop {
+  private stopped = false;
+  private wakeUp: (() => void) | null = null;
+  private wokenEarly = false;
+  private running: Promise<void> | null = null;
+  private idleDelay: number;
+  private failures = 0;
+  /** The delay chosen after each call; tests and logs read it. */
+  lastDelayMs = 0;
+
+  constructor(
+    private readonly config: Pick<AgentConfig, 'mode' | 'pollMinMs' | 'pollMaxMs' | 'backoffMaxMs' | 'heartbeatMs'>,
+    private readonly deps: { client: MasterClient; identity: () => Identity; runner: CommandRunner; status: () => Promise<AgentStatus>; log: Logger },
+  ) {
+    this.idleDelay = config.pollMinMs;
+  }
+
+  start(): void {
+    this.running = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake();
+    await this.running;
+  }
+
+  /** Cuts the current wait short; a wake during a call is remembered for the next wait. */
+  wake(): void {
+    if (this.wakeUp) this.wakeUp();
+    else this.wokenEarly = true;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.wokenEarly) {
+      this.wokenEarly = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeUp = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakeUp = done;
+    });
+  }
+
+  /** One call to the master; returns how long to wait before the next. */
+  async once(): Promise<number> {
+    const { client, runner, log } = this.deps;
+    const { mode, pollMinMs, pollMaxMs, backoffMaxMs, heartbeatMs } = this.config;
+    try {
+      const results = await runner.outbox();
+      const answer = await client.report(this.deps.identity(), await this.deps.status(), results);
+      await runner.acknowledge(answer.acknowledged, results);
+      if (this.failures > 0) log.info('master reachable again', { after: this.failures });
+      this.failures = 0;
+      for (const command of answer.commands) await runner.submit(command);
+      if (mode === 'bidirectional') return heartbeatMs;
+      const working = answer.commands.length > 0 || runner.busy() || (await runner.outbox()).length > 0;
+      if (working) this.idleDelay = pollMinMs;
+      if (answer.callAgainInSeconds !== null) return Math.max(200, answer.callAgainInSeconds * 1000);
+      if (working) return pollMinMs;
+      const delay = this.idleDelay;
+      this.idleDelay = Math.min(pollMaxMs, Math.round(this.idleDelay * 1.5));
+      return delay;
+    } catch (err) {
+      if (err instanceof RetryLaterError) {
+        log.warn('the master asked to call again later', { retryAfterMs: err.retryAfterMs });
+        return err.retryAfterMs;
+      }
+      if (err instanceof RefusedError) {
+        log.error('the master refused this agent', { reason: err.message });
+        return backoffMaxMs;
+      }
+      this.failures++;
+      const delay = Math.min(backoffMaxMs, Math.max(pollMinMs, 1000) * 2 ** Math.min(this.failures - 1, 10));
+      log.warn('cannot reach the master; backing off', { failures: this.failures, delayMs: delay, error: errorMessage(err) });
+      return delay;
+    }
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      this.lastDelayMs = await this.once();
+      if (this.stopped) break;
+      await this.sleep(withJitter(this.lastDelayMs));
+    }
+  }
+}

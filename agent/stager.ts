@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { AgentCommand } from '../lib/agent-protocol.js';
+import { PackageRejectedError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Manifest } from '../lib/manifest.js';
+import { verifyPackage } from '../lib/package-verifier.js';
+import { loadTrustStore } from '../lib/trust-store.js';
+import { compareVersions } from '../lib/version.js';
+import { readJson, writeJsonAtomic } from './files.js';
+import type { Identity } from './identity.js';
+import type { MasterClient } from './master-client.js';
+
+export interface StagedPackage {
+  sha256: string;
+  product: string;
+  version: string;
+  file: string;
+  manifest: Manifest;
+}
+
+/** A reason the package cannot go on this slave (the agent's own checks, whatever the master says). */
+export class RefusedPackageError extends Error {
+  override name = 'RefusedPackageError';
+}
+
+async function sha256Of(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Downloads packages into DATA/staging and verifies them with this slave's own trust store: the
+ * agent never trusts the master blindly, so an altered file on the master is refused here.
+ */
+export class Stager {
+  readonly dir: string;
+
+  constructor(dataDir: string, private readonly options: { product: string; trustPath: string }, private readonly client: MasterClient, private readonly log: Logger) {
+    this.dir = path.join(dataDir, 'staging');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  private paths(sha256: string) {
+    return { pkg: path.join(this.dir, `${sha256}.pkg`), part: path.join(this.dir, `${sha256}.part`), meta: path.join(this.dir, `${sha256}.json`) };
+  }
+
+  async list(): Promise<StagedPackage[]> {
+    const staged: StagedPackage[] = [];
+    for (const f of (await readdir(this.dir)).filter((n) => n.endsWith('.json'))) {
+      const meta = await readJson<StagedPackage>(path.join(this.dir, f));
+      if (meta) staged.push(meta);
+    }
+    return staged;
+  }
+
+  async find(sha256: string): Promise<StagedPackage | null> {
+    return readJson<StagedPackage>(this.paths(sha256).meta);
+  }
+
+  async remove(sha256: string): Promise<void> {
+    const p = this.paths(sha256);
+    await Promise.all([rm(p.pkg, { force: true }), rm(p.part, { force: true }), rm(p.meta, { force: true })]);
+  }
+
+  /** The checks of this slave: product, minVersion, and no silent downgrade. */
+  check(manifest: Manifest, installed: string | null, allowDowngrade: boolean): void {
+    if (manifest.product !== this.options.product) {
+      throw new RefusedPackageError(`this package is for ${manifest.product}; this server runs ${this.options.product}`);
+    }
+    if (manifest.minVersion && installed !== null && compareVersions(installed, manifest.minVersion) < 0) {
+      throw new RefusedPackageError(`this package needs ${manifest.product} ${manifest.minVersion} or newer; this server runs ${installed}`);
+    }
+    if (installed !== null && compareVersions(manifest.version, installed) < 0 && !allowDowngrade) {
+      throw new RefusedPackageError(`this package (${manifest.version}) is older than the installed version (${installed}); only an explicit rollback may downgrade`);
+    }
+  }
+
+  /** Verifies a file with this slave's trust store and checks; returns its manifest. */
+  async verify(file: string, installed: string | null, allowDowngrade: boolean): Promise<Manifest> {
+    const verified = await verifyPackage(file, { trust: await loadTrustStore(this.options.trustPath) });
+    this.check(verified.manifest, installed, allowDowngrade);
+    return verified.manifest;
+  }
+
+  /** Stages the command's package (or finds it staged), verified. Throws with the precise reason. */
+  async stage(identity: Identity, command: AgentCommand, installed: string | null): Promise<StagedPackage> {
+    const { sha256, size } = command.package;
+    const existing = await this.find(sha256);
+    if (existing) {
+      // Re-verified on every use: the trust store may have changed since it was staged.
+      existing.manifest = await this.verify(existing.file, installed, command.allowDowngrade);
+      return existing;
+    }
+    const p = this.paths(sha256);
+    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
+    if ((await sha256Of(p.part)) !== sha256) {
+      await rm(p.part, { force: true });
+      throw new RefusedPackageError('the package the master served does not match its checksum (altered on the master or in transit)');
+    }
+    let manifest: Manifest;
+    try {
+      manifest = await this.verify(p.part, installed, command.allowDowngrade);
+    } catch (err) {
+      await rm(p.part, { force: true });
+      if (err instanceof PackageRejectedError || err instanceof RefusedPackageError) this.log.warn('package refused', { sha256, reason: err.message });
+      throw err;
+    }
+    await rename(p.part, p.pkg);
+    const staged: StagedPackage = { sha256, product: manifest.product, version: manifest.version, file: p.pkg, manifest };
+    await writeJsonAtomic(p.meta, staged, 0o644);
+    this.log.info('package staged', { sha256, version: manifest.version });
+    return staged;
+  }
+}

@@ -1,0 +1,69 @@
+import { z } from 'zod';
+import { isValidVersion } from './version.js';
+
+/**
+ * The messages between the master and its agents, in both modes. Agent → master calls carry
+ * "Authorization: Bearer <serverId>.<secret>"; master → agent calls are signed
+ * (request-signing.ts). Commands carry ids, and the agent executes an id once.
+ */
+const version = z.string().refine(isValidVersion, { error: 'must be 1 to 4 dot-separated numbers' });
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lowercase hexadecimal digits' });
+const instant = z.string().refine((s) => !Number.isNaN(Date.parse(s)), { error: 'must be an ISO date' });
+
+export const agentNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, { error: 'The server name must be 1 to 64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)' });
+export const modeSchema = z.enum(['bidirectional', 'mailbox'], { error: 'The mode must be bidirectional or mailbox' });
+export const productSchema = z.string().regex(/^[a-z0-9._-]{1,64}$/, { error: 'The product must be 1 to 64 of a-z 0-9 . _ -' });
+
+export const stagedSchema = z.object({ sha256, product: productSchema, version });
+
+export const agentStatusSchema = z.object({
+  name: agentNameSchema,
+  mode: modeSchema,
+  address: z.url({ error: 'The address must be a URL' }).nullable(),
+  product: productSchema,
+  version: version.nullable(),
+  staged: z.array(stagedSchema).max(100),
+  freeDiskBytes: z.number().int().nonnegative().nullable(),
+});
+export type AgentStatus = z.infer<typeof agentStatusSchema>;
+
+export const enrollRequestSchema = agentStatusSchema.extend({ token: z.string({ error: 'The enrollment token is missing' }).min(1).max(200) });
+export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
+
+export const enrollResponseSchema = z.object({ serverId: z.number().int().positive(), secret: z.string().min(20), masterPublicKey: z.string() });
+export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
+
+export const commandSchema = z.object({
+  id: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
+  type: z.enum(['propagate', 'apply']),
+  package: z.object({ sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
+  allowDowngrade: z.boolean(),
+});
+export type AgentCommand = z.infer<typeof commandSchema>;
+
+/** running: accepted and under way; staged (propagate done); succeeded (apply done); failed. */
+export const resultSchema = z.object({
+  commandId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
+  state: z.enum(['running', 'staged', 'succeeded', 'failed']),
+  message: z.string().max(8192),
+  versionBefore: version.nullable(),
+  versionAfter: version.nullable(),
+  startedAt: instant,
+  finishedAt: instant.nullable(),
+});
+export type CommandResult = z.infer<typeof resultSchema>;
+
+export const reportRequestSchema = z.object({ status: agentStatusSchema, results: z.array(resultSchema).max(1000) });
+export type ReportRequest = z.infer<typeof reportRequestSchema>;
+
+export const reportResponseSchema = z.object({
+  acknowledged: z.array(z.string()),
+  commands: z.array(commandSchema),
+  /** The master's wish for the next mailbox call; null: the agent's own schedule. */
+  callAgainInSeconds: z.number().nonnegative().nullable(),
+});
+export type ReportResponse = z.infer<typeof reportResponseSchema>;
+
+export function isFinalResult(state: CommandResult['state']): boolean {
+  return state !== 'running';
+}

@@ -1,0 +1,52 @@
+import express, { Router } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import { enrollRequestSchema, reportRequestSchema } from '../../lib/agent-protocol.js';
+import { ForbiddenError, TooManyRequestsError } from '../errors.js';
+import { parse } from '../http/validation.js';
+import type { PackageStore } from '../package-store.js';
+import type { AgentService } from '../services/agent-service.js';
+
+/**
+ * /api/agent/*: what agents call, with their own credentials (never the admin's). Enrollment takes
+ * the enrollment token instead; wrong tokens are rate-limited like failed logins.
+ */
+export function agentRouter(deps: { agents: AgentService; store: PackageStore; enrollAttemptsPerWindow: number }): Router {
+  const { agents, store } = deps;
+  const router = Router();
+  const json = express.json({ limit: '1mb' });
+
+  const enrollLimiter = rateLimit({
+    windowMs: 15 * 60_000,
+    limit: deps.enrollAttemptsPerWindow,
+    skipSuccessfulRequests: true,
+    standardHeaders: 'draft-7',
+    legacyHeaders: false,
+    handler: (_req, _res, next) => next(new TooManyRequestsError('Too many failed enrollments from this address; wait 15 minutes and try again')),
+  });
+
+  router.post('/api/agent/enroll', enrollLimiter, json, async (req, res) => {
+    const request = parse(enrollRequestSchema, req.body);
+    res.status(201).json(await agents.enroll(request));
+  });
+
+  router.post('/api/agent/report', json, async (req, res) => {
+    const server = await agents.authenticate(req.get('authorization'));
+    const body = parse(reportRequestSchema, req.body);
+    if (body.status.mode === 'mailbox') agents.admitMailboxSession();
+    res.json(await agents.report(server, body.status, body.results));
+  });
+
+  router.get('/api/agent/packages/:sha256', async (req, res) => {
+    const server = await agents.authenticate(req.get('authorization'));
+    const sha256 = String(req.params.sha256);
+    if (!/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {
+      throw new ForbiddenError('This package is not assigned to this server');
+    }
+    // sendFile answers Range requests (206), which lets an agent resume a cut download.
+    await new Promise<void>((resolve, reject) => {
+      res.sendFile(store.pathFor(sha256), { acceptRanges: true, cacheControl: false, lastModified: false, headers: { 'content-type': 'application/octet-stream' } }, (err) => (err && !res.headersSent ? reject(err) : resolve()));
+    });
+  });
+
+  return router;
+}

@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import { NotFoundError, ValidationError } from '../../lib/errors.js';
+import type { CommandsRepo } from '../db/commands-repo.js';
+import type { PackagesRepo } from '../db/packages-repo.js';
+import type { ServersRepo } from '../db/servers-repo.js';
+import type { Command, CommandType } from '../domain.js';
+import type { Logger } from '../../lib/logger.js';
+
+/** Queues work for one slave. The operations engine builds on this; tests drive it directly. */
+export class CommandService {
+  /** Called after a command is queued, so the dispatcher can push it at once. */
+  onQueued: () => void = () => undefined;
+
+  constructor(
+    private readonly commands: CommandsRepo,
+    private readonly servers: ServersRepo,
+    private readonly packages: PackagesRepo,
+    private readonly log: Logger,
+  ) {}
+
+  async enqueue(input: { serverId: number; type: CommandType; packageId: number; allowDowngrade?: boolean; id?: string }): Promise<Command> {
+    const server = await this.servers.findById(input.serverId);
+    if (!server) throw new NotFoundError(`There is no slave server with id ${input.serverId}`);
+    const pkg = await this.packages.findById(input.packageId);
+    if (!pkg || pkg.state !== 'valid') throw new ValidationError(`There is no valid update with id ${input.packageId}`);
+    const now = new Date().toISOString();
+    const command: Command = {
+      id: input.id ?? randomUUID(), serverId: server.id, serverName: server.name, type: input.type, packageId: pkg.id, packageName: pkg.name,
+      packageSha256: pkg.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade ?? false,
+      state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', versionBefore: server.version,
+      versionAfter: null, attempts: 0, nextAttemptAt: null, createdAt: now, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: now,
+    };
+    await this.commands.insert(command);
+    this.log.info('command queued', { commandId: command.id, server: server.name, type: command.type, package: pkg.name, version: pkg.version });
+    this.onQueued();
+    return command;
+  }
+
+  async get(id: string): Promise<Command> {
+    const found = await this.commands.findById(id);
+    if (!found) throw new NotFoundError(`There is no command ${id}`);
+    return found;
+  }
+
+  listForServer(serverId: number): Promise<Command[]> {
+    return this.commands.listForServer(serverId);
+  }
+}

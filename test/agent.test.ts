@@ -1,0 +1,196 @@
+import assert from 'node:assert/strict';
+import { readFile, readlink, stat, writeFile, access } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import supertest from 'supertest';
+import type { Command } from '../server/domain.js';
+import { runAgentToExit, startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
+import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { waitFor } from './helpers/master-process.js';
+import { makeRelease } from './helpers/releases.js';
+import { tempDir } from './helpers/run.js';
+import { createTestPki, type TestPki } from './helpers/test-pki.js';
+
+const TOKEN = 'test-enrollment-token-0123456789';
+
+let work: string;
+let cleanup: () => Promise<void>;
+let pki: TestPki;
+let m: Awaited<ReturnType<typeof createTestMaster>>;
+let master: { url: string; close(): Promise<void> };
+const agents: AgentProcess[] = [];
+let n = 0;
+
+before(async () => {
+  ({ dir: work, cleanup } = await tempDir());
+  pki = await createTestPki(path.join(work, 'pki'));
+  m = await createTestMaster(pki.root, { enrollToken: TOKEN });
+  await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
+  master = await listenMaster(m);
+});
+after(async () => {
+  await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+  await master.close();
+  await m.cleanup();
+  await cleanup();
+});
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+function agentArgs(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = []): { args: string[]; data: string } {
+  const data = path.join(work, `agent-${name}`);
+  const args = ['--master', master.url, '--name', name, '--mode', mode, '--data', data, '--trust', pki.root, '--initial-version', '6.1.0',
+    '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...(mode === 'bidirectional' ? ['--host', '127.0.0.1', '--port', '0'] : []), ...extra];
+  return { args, data };
+}
+
+async function startAgent(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], token: string | null = TOKEN) {
+  const { args, data } = agentArgs(name, mode, extra);
+  const agent = await startAgentProcess(token ? [...args, '--enroll-token', token] : args);
+  agents.push(agent);
+  return { agent, data };
+}
+
+async function upload(file: string): Promise<number> {
+  const res = await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', `pkg ${++n}`).attach('package', file).expect(201);
+  return res.body.id as number;
+}
+
+async function finished(id: string, timeoutMs = 30_000): Promise<Command> {
+  try {
+    await waitFor(async () => ['succeeded', 'failed'].includes((await m.services.commands.get(id)).state), timeoutMs, `command ${id} to finish`);
+  } catch (err) {
+    const c = await m.services.commands.get(id);
+    throw new Error(`${(err as Error).message}: it is ${c.state} (${c.message}); agent logs:\n${agents.map((a) => a.logs().split('\n').slice(-15).join('\n')).join('\n---\n')}`);
+  }
+  return m.services.commands.get(id);
+}
+
+async function serverView(id: number) {
+  const res = await supertest(m.app).get('/api/servers').set('Authorization', BASIC).expect(200);
+  return (res.body as { id: number; version: string; mode: string; status: string; address: string | null; staged: { version: string }[] }[]).find((s) => s.id === id);
+}
+
+describe('enrollment', () => {
+  it('enrolls with the token, stores its identity owner-only, and reuses it without the token', async () => {
+    const { agent, data } = await startAgent('enroll-1', 'mailbox');
+    const view = await serverView(agent.serverId);
+    assert.deepEqual([view?.mode, view?.version, view?.status, view?.address], ['mailbox', '6.1.0', 'online', null]);
+    assert.equal((await stat(path.join(data, 'identity.json'))).mode & 0o777, 0o600);
+    const { secret } = JSON.parse(await readFile(path.join(data, 'identity.json'), 'utf8')) as { secret: string };
+    const row = await m.db.get<{ secret_hash: string }>('SELECT secret_hash FROM servers WHERE id = ?', [agent.serverId]);
+    assert.ok(row && !row.secret_hash.includes(secret) && row.secret_hash.startsWith('sha256$'));
+    await agent.stop();
+    const again = await startAgent('enroll-1', 'mailbox', [], null);
+    assert.equal(again.agent.serverId, agent.serverId);
+  });
+
+  it('refuses a wrong enrollment token, and an agent without a token', async () => {
+    const wrong = await runAgentToExit([...agentArgs('enroll-wrong', 'mailbox').args, '--enroll-token', 'not-the-token']);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.output, /propagator: the master refused the enrollment: The enrollment token is wrong/);
+    const none = await runAgentToExit(agentArgs('enroll-none', 'mailbox').args);
+    assert.equal(none.code, 2);
+    assert.match(none.output, /this agent is not enrolled yet: start it once with --enroll-token/);
+  });
+
+  it('is refused, and says so, once removed from the console', async () => {
+    const { agent } = await startAgent('enroll-removed', 'mailbox');
+    await supertest(m.app).delete(`/api/servers/${agent.serverId}`).set('Authorization', BASIC).expect(204);
+    await waitFor(async () => agent.logs().includes('the master refused this agent'), 10_000, 'the refusal in the log');
+    assert.match(agent.logs(), /"reason":"This agent is not enrolled: it was removed from the console, or its secret is wrong/);
+    await agent.stop();
+  });
+});
+
+describe('mailbox mode', () => {
+  let agent: AgentProcess;
+  let data: string;
+  before(async () => {
+    ({ agent, data } = await startAgent('mail-1', 'mailbox'));
+  });
+
+  it('propagates (stages) then applies a package, running its hooks', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.2.0'));
+    const staged = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkgId })).id);
+    assert.deepEqual([staged.state, staged.message, staged.versionAfter], ['succeeded', 'staged watchdoc 6.2.0', '6.1.0']);
+    await waitFor(async () => (await serverView(agent.serverId))?.staged.some((s) => s.version === '6.2.0') ?? false, 5000, 'staged list');
+    const applied = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([applied.state, applied.message, applied.versionBefore, applied.versionAfter], ['succeeded', 'installed watchdoc 6.2.0', '6.1.0', '6.2.0']);
+    assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '6.2.0'));
+    assert.equal(await readFile(path.join(data, 'current', 'watchdoc.conf'), 'utf8'), 'version=6.2.0\n');
+    const hooks = await readFile(path.join(data, 'hook-log.txt'), 'utf8');
+    const dir = path.join(data, 'releases', '6.2.0');
+    assert.equal(hooks, `${dir}/hooks/apply product=watchdoc version=6.2.0 previous=6.1.0 dir=${dir}\n${dir}/hooks/health product=watchdoc version=6.2.0 previous=6.1.0 dir=${dir}\n`);
+    await waitFor(async () => (await serverView(agent.serverId))?.version === '6.2.0', 5000, 'the reported version');
+  });
+
+  it('executes a command delivered twice only once, and reports its result again', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.2.1'));
+    const command = await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId });
+    await finished(command.id);
+    const runs = (await readFile(path.join(data, 'hook-log.txt'), 'utf8')).split('\n').filter((l) => l.includes('apply') && l.includes('6.2.1')).length;
+    await m.db.run("UPDATE commands SET state = 'queued', message = 'redelivered' WHERE id = ?", [command.id]);
+    const again = await finished(command.id);
+    assert.deepEqual([again.state, again.message], ['succeeded', 'installed watchdoc 6.2.1']);
+    const after = (await readFile(path.join(data, 'hook-log.txt'), 'utf8')).split('\n').filter((l) => l.includes('apply') && l.includes('6.2.1')).length;
+    assert.equal(after, runs, 'the hook did not run a second time');
+  });
+
+  it('refuses a downgrade unless the command allows it', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.0.0'));
+    const refused = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([refused.state, refused.message], ['failed', 'this package (6.0.0) is older than the installed version (6.2.1); only an explicit rollback may downgrade']);
+    const rollback = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId, allowDowngrade: true })).id);
+    assert.deepEqual([rollback.state, rollback.versionAfter], ['succeeded', '6.0.0']);
+    const same = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([same.state, same.message], ['succeeded', 'watchdoc 6.0.0 is already installed']);
+  });
+
+  it('rolls back a release whose health check fails', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.3.0', { health: 'echo "spooler did not start" >&2; exit 1' }));
+    const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.equal(result.state, 'failed');
+    assert.equal(result.message, 'hooks/health failed (exit 1): spooler did not start; rolled back to 6.0.0');
+    assert.equal(result.versionAfter, '6.0.0');
+    assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '6.0.0'));
+    assert.equal(await exists(path.join(data, 'releases', '6.3.0')), false);
+  });
+
+  it('reports a failing hooks/apply with its output, and keeps the release', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.3.1', { apply: 'echo "disk full" >&2; exit 3' }));
+    const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([result.state, result.message], ['failed', 'hooks/apply failed (exit 3): disk full; 6.0.0 is still installed']);
+    assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '6.0.0'));
+  });
+
+  it('refuses a package altered on the master', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.4.0'));
+    const stored = await m.services.packages.get(pkgId);
+    const file = m.store.pathFor(stored.sha256);
+    const bytes = await readFile(file);
+    bytes[bytes.length - 2000] = (bytes[bytes.length - 2000] ?? 0) ^ 0xff;
+    await writeFile(file, bytes);
+    const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([result.state, result.message], ['failed', 'the package the master served does not match its checksum (altered on the master or in transit)']);
+    assert.equal((await serverView(agent.serverId))?.version, '6.0.0');
+  });
+
+  it('refuses a package for another product, or one its version is too old for', async () => {
+    const other = await upload(await makeRelease(work, pki.good.rsa, '1.0.0', { product: 'printgate' }));
+    const r1 = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: other })).id);
+    assert.deepEqual([r1.state, r1.message], ['failed', 'this package is for printgate; this server runs watchdoc']);
+    const needsNewer = await upload(await makeRelease(work, pki.good.rsa, '7.0.0', { minVersion: '6.5' }));
+    const r2 = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: needsNewer })).id);
+    assert.deepEqual([r2.state, r2.message], ['failed', 'this package needs watchdoc 6.5 or newer; this server runs 6.0.0']);
+  });
+
+  it('downloads only packages assigned to it', async () => {
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.9.0'));
+    const stored = await m.services.packages.get(pkgId);
+    const { secret, serverId } = JSON.parse(await readFile(path.join(data, 'identity.json'), 'utf8')) as { secret: string; serverId: number };
+    const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', `Bearer ${serverId}.${secret}`).expect(403);
+    assert.deepEqual(res.body, { error: 'This package is not assigned to this server' });
+    await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', BASIC).expect(401);
+  });
+});

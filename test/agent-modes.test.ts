@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { access, readFile, readlink } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import supertest from 'supertest';
+import { signRequest } from '../lib/request-signing.js';
+import type { Command } from '../server/domain.js';
+import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
+import { startCuttingProxy } from './helpers/cutting-proxy.js';
+import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { waitFor } from './helpers/master-process.js';
+import { makeRelease } from './helpers/releases.js';
+import { tempDir } from './helpers/run.js';
+import { createTestPki, type TestPki } from './helpers/test-pki.js';
+
+const TOKEN = 'modes-enrollment-token-0123456789';
+
+let work: string;
+let cleanup: () => Promise<void>;
+let pki: TestPki;
+let m: Awaited<ReturnType<typeof createTestMaster>>;
+let master: { url: string; close(): Promise<void> };
+const agents: AgentProcess[] = [];
+let n = 0;
+
+before(async () => {
+  ({ dir: work, cleanup } = await tempDir());
+  pki = await createTestPki(path.join(work, 'pki'));
+  m = await createTestMaster(pki.root, { enrollToken: TOKEN });
+  await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
+  master = await listenMaster(m);
+});
+after(async () => {
+  await Promise.all(agents.map((a) => a.stop('SIGKILL')));
+  await master.close();
+  await m.cleanup();
+  await cleanup();
+});
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function start(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], options: { token?: boolean; masterUrl?: string; trust?: string } = {}) {
+  const data = path.join(work, `agent-${name}`);
+  const args = ['--master', options.masterUrl ?? master.url, '--name', name, '--mode', mode, '--data', data, '--trust', options.trust ?? pki.root,
+    '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...extra, ...(options.token === false ? [] : ['--enroll-token', TOKEN])];
+  const agent = await startAgentProcess(args);
+  agents.push(agent);
+  return { agent, data };
+}
+
+async function upload(file: string): Promise<number> {
+  return (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', `modes ${++n}`).attach('package', file).expect(201)).body.id as number;
+}
+
+async function finished(id: string, timeoutMs = 30_000): Promise<Command> {
+  await waitFor(async () => ['succeeded', 'failed'].includes((await m.services.commands.get(id)).state), timeoutMs, `command ${id}`);
+  return m.services.commands.get(id);
+}
+
+describe('bidirectional mode', () => {
+  it('is handed its work by the master at once, and keeps its status current', async () => {
+    const { agent, data } = await start('bidi-1', 'bidirectional', ['--host', '127.0.0.1', '--port', '0']);
+    assert.match(agent.address ?? '', /^http:\/\/127\.0\.0\.1:\d+$/);
+    const servers = (await supertest(m.app).get('/api/servers').set('Authorization', BASIC)).body as { id: number; address: string; mode: string }[];
+    assert.deepEqual(servers.find((s) => s.id === agent.serverId), { ...servers.find((s) => s.id === agent.serverId), address: agent.address, mode: 'bidirectional' });
+    const pkgId = await upload(await makeRelease(work, pki.good.ecP256, '6.2.0'));
+    const command = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+    assert.deepEqual([command.state, command.versionAfter], ['succeeded', '6.2.0']);
+    assert.ok(command.deliveredAt, 'pushed by the master');
+    assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '6.2.0'));
+    const seen = (await m.db.get<{ last_seen: string }>('SELECT last_seen FROM servers WHERE id = ?', [agent.serverId]))?.last_seen ?? '';
+    await waitFor(async () => ((await m.db.get<{ last_seen: string }>('SELECT last_seen FROM servers WHERE id = ?', [agent.serverId]))?.last_seen ?? '') > seen, 5000, 'a heartbeat');
+  });
+
+  it('obeys only calls signed by its master', async () => {
+    const { agent } = await start('bidi-sign', 'bidirectional', ['--host', '127.0.0.1', '--port', '0']);
+    const body = JSON.stringify({ id: 'aaaaaaaa-1111', type: 'apply', package: { sha256: 'a'.repeat(64), size: 1, product: 'watchdoc', version: '9.9', name: 'x' }, allowDowngrade: true });
+    const post = (headers: Record<string, string>) => fetch(`${agent.address}/api/commands`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+    const unsigned = await post({});
+    assert.equal(unsigned.status, 401);
+    assert.deepEqual(await unsigned.json(), { error: 'the request is not signed by the master' });
+    const intruder = generateKeyPairSync('ed25519').privateKey;
+    const forged = await post(signRequest(intruder, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }));
+    assert.deepEqual([forged.status, await forged.json()], [401, { error: 'the request signature does not match the master key' }]);
+    const { privateKey } = await import('../server/master-key.js').then((k) => k.loadMasterKey(m.dir));
+    const otherAgent = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId + 100 }));
+    assert.equal(otherAgent.status, 401, 'a signature made for another agent');
+    const stale = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }, Date.now() - 10 * 60_000));
+    assert.deepEqual([stale.status, await stale.json()], [401, { error: 'the request signature is stale (check the clocks of master and slave)' }]);
+    assert.match(agent.logs(), /refused a call not signed by the master/);
+    assert.equal((await fetch(`${agent.address}/health`)).status, 200);
+  });
+
+  it('is retried with backoff while unreachable, and served when it is back', async () => {
+    const port = await freePort();
+    const args = ['--host', '127.0.0.1', '--port', String(port)];
+    const first = await start('bidi-down', 'bidirectional', args);
+    await first.agent.stop();
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.2.5'));
+    const queued = await m.services.commands.enqueue({ serverId: first.agent.serverId, type: 'apply', packageId: pkgId });
+    await waitFor(async () => (await m.services.commands.get(queued.id)).attempts >= 2, 10_000, 'two delivery attempts');
+    const waiting = await m.services.commands.get(queued.id);
+    assert.equal(waiting.state, 'queued');
+    assert.match(waiting.message, new RegExp(`^cannot reach the agent at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\); trying again in \\d+ s$`));
+    await start('bidi-down', 'bidirectional', args, { token: false });
+    const done = await finished(queued.id);
+    assert.deepEqual([done.state, done.versionAfter], ['succeeded', '6.2.5']);
+  });
+});
+
+describe('what the agent checks and survives', () => {
+  it('resumes a download cut midway (HTTP Range) and verifies the whole', async () => {
+    const target = Number(new URL(master.url).port);
+    const proxy = await startCuttingProxy(target, { match: /^GET \/api\/agent\/packages\//, cutAfterBytes: 700_000 });
+    try {
+      const { agent } = await start('resume-1', 'mailbox', [], { masterUrl: proxy.url });
+      const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.2.0', { padding: 3 * 1024 * 1024 }));
+      const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkgId })).id);
+      assert.deepEqual([result.state, result.message], ['succeeded', 'staged watchdoc 6.2.0']);
+      assert.equal(proxy.cuts, 1);
+      const downloads = proxy.requests.filter((r) => r.startsWith('GET /api/agent/packages/'));
+      assert.equal(downloads.length, 2);
+      assert.doesNotMatch(downloads[0] ?? '', /\r\nrange:/i);
+      assert.match(downloads[1] ?? '', /\r\nrange: bytes=\d{5,}-/i);
+      assert.match(agent.logs(), /"msg":"download resumed"/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('checks packages with its own trust store, whatever the master accepted', async () => {
+    const { agent } = await start('own-trust', 'mailbox', [], { trust: pki.otherRoot });
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.2.0'));
+    const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkgId })).id);
+    assert.equal(result.state, 'failed');
+    assert.equal(result.message, 'This update package is not secure: the certificate chain does not lead to a trusted root: no trusted certificate "CN=Test Update Root CA" issued "CN=Test Update Intermediate CA"');
+  });
+
+  it('undoes a half-done install after being killed mid-apply, and reports the true version', async () => {
+    const { agent, data } = await start('killed-1', 'mailbox');
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.5.0', { apply: 'touch ../../apply-started; sleep 60' }));
+    const command = await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId });
+    await waitFor(() => access(path.join(data, 'apply-started')).then(() => true, () => false), 20_000, 'the apply hook to start');
+    await agent.stop('SIGKILL');
+    const restarted = await start('killed-1', 'mailbox', [], { token: false });
+    assert.equal(restarted.agent.serverId, agent.serverId);
+    const result = await finished(command.id);
+    assert.deepEqual([result.state, result.message, result.versionAfter], ['failed', 'the agent stopped during the install of 6.5.0 (applying); rolled back to 6.1.0', '6.1.0']);
+    await assert.rejects(readlink(path.join(data, 'current')), { code: 'ENOENT' });
+    await assert.rejects(access(path.join(data, 'releases', '6.5.0')));
+    const view = ((await supertest(m.app).get('/api/servers').set('Authorization', BASIC)).body as { id: number; version: string }[]).find((s) => s.id === agent.serverId);
+    assert.equal(view?.version, '6.1.0');
+    assert.match(restarted.agent.logs(), /agent restarted during an install; rolled back/);
+    const hookLog = await readFile(path.join(data, 'hook-log.txt'), 'utf8');
+    assert.equal(hookLog.split('\n').filter((l) => l.includes('hooks/apply')).length, 1, 'the interrupted install was not run again');
+  });
+});

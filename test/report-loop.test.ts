@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import supertest from 'supertest';
+import { CommandRunner } from '../agent/command-runner.js';
+import type { Identity } from '../agent/identity.js';
+import { MasterClient } from '../agent/master-client.js';
+import { ReleaseManager } from '../agent/release-manager.js';
+import { ReportLoop, withJitter } from '../agent/report-loop.js';
+import { Stager } from '../agent/stager.js';
+import type { AgentStatus } from '../lib/agent-protocol.js';
+import { memoryLogger } from '../lib/logger.js';
+import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { makeRelease } from './helpers/releases.js';
+import { tempDir } from './helpers/run.js';
+import { createTestPki, type TestPki } from './helpers/test-pki.js';
+
+const TOKEN = 'loop-enrollment-token-0123456789';
+let work: string;
+let cleanup: () => Promise<void>;
+let pki: TestPki;
+
+before(async () => {
+  ({ dir: work, cleanup } = await tempDir());
+  pki = await createTestPki(path.join(work, 'pki'));
+});
+after(() => cleanup());
+
+/** A real master on loopback and the parts of a real agent, driven one call at a time. */
+async function setup(name: string, overrides: { mailboxSessionsPerMinute?: number } = {}, masterUrl?: string) {
+  const m = await createTestMaster(pki.root, { enrollToken: TOKEN, ...overrides });
+  await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
+  const served = await listenMaster(m);
+  const log = memoryLogger();
+  const data = path.join(work, name);
+  const client = new MasterClient(masterUrl ?? served.url, null);
+  const releases = new ReleaseManager(data, { product: 'watchdoc', initialVersion: '6.1.0', hookTimeoutMs: 10_000, keep: 3 }, log);
+  await releases.init();
+  const stager = new Stager(data, { product: 'watchdoc', trustPath: pki.root }, client, log);
+  await stager.init();
+  const status = async (): Promise<AgentStatus> => ({ name, mode: 'mailbox', address: null, product: 'watchdoc', version: await releases.installedVersion(), staged: [], freeDiskBytes: null });
+  const enrolled = await new MasterClient(served.url, null).enroll(await status(), TOKEN);
+  const identity: Identity = { ...enrolled, name, masterUrl: served.url, enrolledAt: new Date().toISOString() };
+  const runner = new CommandRunner(path.join(data, 'commands'), { identity: () => identity, stager, releases, log });
+  await runner.init();
+  const config = { mode: 'mailbox' as const, pollMinMs: 1000, pollMaxMs: 3000, backoffMaxMs: 20_000, heartbeatMs: 30_000 };
+  const loop = new ReportLoop(config, { client, identity: () => identity, runner, status, log });
+  return { m, served, loop, runner, identity, log, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
+}
+
+describe('mailbox rhythm', () => {
+  it('spreads calls by ±20 %', () => {
+    assert.equal(withJitter(10_000, () => 0), 8000);
+    assert.equal(withJitter(10_000, () => 1), 12_000);
+    assert.equal(withJitter(10_000, () => 0.5), 10_000);
+  });
+
+  it('slows down while idle, and comes back at once when the master has work', async () => {
+    const s = await setup('rhythm');
+    try {
+      const idle = [await s.loop.once(), await s.loop.once(), await s.loop.once(), await s.loop.once(), await s.loop.once()];
+      assert.deepEqual(idle, [1000, 1500, 2250, 3000, 3000]);
+      const pkgId = (await supertest(s.m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'rhythm').attach('package', await makeRelease(work, pki.good.rsa, '6.2.0')).expect(201)).body.id as number;
+      await s.m.services.commands.enqueue({ serverId: s.identity.serverId, type: 'propagate', packageId: pkgId });
+      assert.equal(await s.loop.once(), 1000, 'the master says: call again in 1 s while work is queued');
+      await s.runner.idle();
+      assert.equal(await s.loop.once(), 1000, 'a result to report, then back to the minimum');
+      assert.deepEqual([await s.loop.once(), await s.loop.once()], [1500, 2250], 'idle again: growing from the minimum');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('backs off exponentially while the master cannot be reached', async () => {
+    const s = await setup('unreachable', {}, 'http://127.0.0.1:9');
+    try {
+      const delays = [];
+      for (let i = 0; i < 7; i++) delays.push(await s.loop.once());
+      assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16_000, 20_000, 20_000]);
+      assert.ok(s.log.lines.some((l) => l.includes('cannot reach the master; backing off') && l.includes('ECONNREFUSED')));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('waits as the master asks when it caps mailbox sessions', async () => {
+    const s = await setup('capped', { mailboxSessionsPerMinute: 2 });
+    try {
+      assert.equal(await s.loop.once(), 1000);
+      assert.equal(await s.loop.once(), 1500);
+      const delay = await s.loop.once();
+      assert.ok(delay >= 1000 && delay <= 60_000 && delay % 1000 === 0, `waits the Retry-After delay (${delay} ms)`);
+      assert.ok(s.log.lines.some((l) => l.includes('the master asked to call again later')));
+      const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ status: { name: 'capped', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }) });
+      assert.equal(res.status, 429);
+      assert.match(res.headers.get('retry-after') ?? '', /^\d+$/);
+      assert.match(((await res.json()) as { error: string }).error, /^The master serves at most 2 mailbox sessions a minute; call again in \d+ s$/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses malformed reports with a clear message', async () => {
+    const s = await setup('malformed');
+    try {
+      const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ status: { name: 'malformed', mode: 'carrier-pigeon' }, results: [] }) });
+      assert.equal(res.status, 422);
+      assert.deepEqual(await res.json(), { error: 'The mode must be bidirectional or mailbox' });
+      const wrongName = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ status: { name: 'someone-else', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }) });
+      assert.deepEqual([wrongName.status, await wrongName.json()], [403, { error: 'This agent is enrolled as "malformed", not "someone-else"' }]);
+    } finally {
+      await s.close();
+    }
+  });
+});

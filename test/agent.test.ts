@@ -61,7 +61,7 @@ async function finished(id: string, timeoutMs = 30_000): Promise<Command> {
     await waitFor(async () => ['succeeded', 'failed'].includes((await m.services.commands.get(id)).state), timeoutMs, `command ${id} to finish`);
   } catch (err) {
     const c = await m.services.commands.get(id);
-    throw new Error(`${(err as Error).message}: it is ${c.state} (${c.message}); agent logs:\n${agents.map((a) => a.logs().split('\n').slice(-15).join('\n')).join('\n---\n')}`);
+    throw new Error(`${(err as Error).message}: it is ${c.state} (${c.message}); agent logs:\n${agents.map((a) => a.logs().split('\n').slice(-15).join('\n')).join('\n---\n')}`, { cause: err });
   }
   return m.services.commands.get(id);
 }
@@ -192,5 +192,22 @@ describe('mailbox mode', () => {
     const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', `Bearer ${serverId}.${secret}`).expect(403);
     assert.deepEqual(res.body, { error: 'This package is not assigned to this server' });
     await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', BASIC).expect(401);
+  });
+});
+
+describe('release housekeeping', () => {
+  it('keeps the last 3 releases', async () => {
+    const { agent, data } = await startAgent('keep-3', 'mailbox');
+    for (const version of ['7.1', '7.2', '7.3', '7.4']) {
+      const pkgId = await upload(await makeRelease(work, pki.good.rsa, version));
+      const done = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
+      assert.equal(done.state, 'succeeded', done.message);
+    }
+    const { readdir } = await import('node:fs/promises');
+    assert.deepEqual((await readdir(path.join(data, 'releases'))).sort(), ['7.2', '7.3', '7.4']);
+    assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '7.4'));
+    assert.deepEqual((await readdir(path.join(data, 'staging'))), [], 'installed packages leave the staging folder');
+    const view = await serverView(agent.serverId);
+    assert.ok(view && typeof (view as unknown as { freeDiskBytes: number }).freeDiskBytes === 'number' && (view as unknown as { freeDiskBytes: number }).freeDiskBytes > 0);
   });
 });

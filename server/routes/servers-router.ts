@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { idSchema } from '../http/schemas.js';
-import { serverJson } from '../http/presenters.js';
+import { formatBytes, serverJson } from '../http/presenters.js';
 import { parse } from '../http/validation.js';
 import type { ServerService } from '../services/server-service.js';
 import type { SettingsService } from '../services/settings-service.js';
@@ -16,7 +16,7 @@ export function serversRouter(deps: { servers: ServerService; settings: Settings
     const list = await servers.list();
     const parity = await servers.parity(list);
     const enrollSource = await settings.enrollTokenSource();
-    res.render('servers', { page: 'servers', servers: list, parity, enrollSource, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
+    res.render('servers', { page: 'servers', servers: list, parity, enrollSource, formatBytes, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
   });
 
   router.get('/api/servers', async (_req, res) => {

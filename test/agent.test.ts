@@ -211,3 +211,17 @@ describe('release housekeeping', () => {
     assert.ok(view && typeof (view as unknown as { freeDiskBytes: number }).freeDiskBytes === 'number' && (view as unknown as { freeDiskBytes: number }).freeDiskBytes > 0);
   });
 });
+
+describe('packages in use', () => {
+  it('refuses to delete a package that unfinished work for a slave uses', async () => {
+    const { agent } = await startAgent('in-use', 'mailbox');
+    await agent.stop();
+    const pkgId = await upload(await makeRelease(work, pki.good.rsa, '8.0'));
+    const command = await m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkgId });
+    const refused = await supertest(m.app).delete(`/api/packages/${pkgId}`).set('Authorization', BASIC).expect(409);
+    assert.match(refused.body.error, /^The update "pkg \d+" is used by an operation in progress; cancel it or wait until it ends$/);
+    await m.db.run("UPDATE commands SET state = 'failed' WHERE id = ?", [command.id]);
+    await supertest(m.app).delete(`/api/packages/${pkgId}`).set('Authorization', BASIC).expect(204);
+    assert.equal((await m.services.commands.get(command.id)).packageId, null, 'the history keeps the command, without the package');
+  });
+});

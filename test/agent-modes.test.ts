@@ -163,3 +163,46 @@ describe('what the agent checks and survives', () => {
     assert.equal(hookLog.split('\n').filter((l) => l.includes('hooks/apply')).length, 1, 'the interrupted install was not run again');
   });
 });
+
+describe('TLS', () => {
+  it('enrolls with a master over HTTPS whose certificate it trusts with --ca', async () => {
+    const { must } = await import('./helpers/run.js');
+    const { startMasterProcess } = await import('./helpers/master-process.js');
+    const cert = path.join(work, 'master-tls.pem');
+    const key = path.join(work, 'master-tls.key');
+    await must('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    const tlsMaster = await startMasterProcess(['--data', path.join(work, 'tls-master'), '--trust', pki.root, '--tls-cert', cert, '--tls-key', key],
+      { PROPAGATOR_ADMIN_PASSWORD: 'tls-admin-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
+    try {
+      const { agent } = await start('tls-agent', 'mailbox', ['--ca', cert], { masterUrl: tlsMaster.url });
+      const auth = `Basic ${Buffer.from('admin:tls-admin-password').toString('base64')}`;
+      const https = await import('node:https');
+      const ca = await readFile(cert);
+      const body = await new Promise<string>((resolve, reject) => {
+        https.get(`${tlsMaster.url}/api/servers`, { ca, headers: { authorization: auth } }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve(text));
+        }).on('error', reject);
+      });
+      const servers = JSON.parse(body) as { id: number; name: string; status: string }[];
+      assert.deepEqual(servers.filter((s) => s.id === agent.serverId).map((s) => [s.name, s.status]), [['tls-agent', 'online']]);
+      await agent.stop();
+      // Without --ca, the agent cannot trust the master: it says why and keeps retrying.
+      const { spawn } = await import('node:child_process');
+      const { BIN } = await import('./helpers/run.js');
+      const child = spawn(process.execPath, [BIN, 'agent', '--master', tlsMaster.url, '--name', 'tls-no-ca', '--mode', 'mailbox',
+        '--data', path.join(work, 'tls-no-ca'), '--trust', pki.root, '--enroll-token', TOKEN], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+      try {
+        await waitFor(async () => output.includes('cannot enroll yet; retrying'), 10_000, 'the TLS refusal');
+        assert.match(output, /"error":"cannot reach the master: (DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)"/);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    } finally {
+      await tlsMaster.stop();
+    }
+  });
+});

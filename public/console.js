@@ -15,3 +15,12 @@
     });
   }
 })();
+
+// "All servers" ticks every server box (the server also understands "all" on its own).
+(function () {
+  const all = document.getElementById('all-servers');
+  if (!all) return;
+  all.addEventListener('change', () => {
+    for (const box of document.querySelectorAll('input.server-choice')) box.checked = all.checked;
+  });
+})();

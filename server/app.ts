@@ -12,6 +12,7 @@ import { uploadReceiver } from './http/upload.js';
 import { agentRouter } from './routes/agent-router.js';
 import { authRouter } from './routes/auth-router.js';
 import { healthRouter } from './routes/health-router.js';
+import { operationsRouter } from './routes/operations-router.js';
 import { packagesRouter } from './routes/packages-router.js';
 import { serversRouter } from './routes/servers-router.js';
 import { settingsRouter } from './routes/settings-router.js';
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(serversRouter({ servers: services.servers, settings: services.settings }));
   app.use(packagesRouter({ packages: services.packages, settings: services.settings, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
+  app.use(operationsRouter({ operations: services.operations, packages: services.packages, servers: services.servers, settings: services.settings }));
   app.use(settingsRouter({ settings: services.settings, auth: services.auth }));
 
   app.use((req) => {

@@ -32,6 +32,11 @@ export interface MasterConfig {
   mailboxSessionsPerMinute: number;
   /** Commands pushed to bidirectional agents at once. */
   pushConcurrency: number;
+  /** Bidirectional targets transferring at once; the others wait their turn. */
+  parallelTransfers: number;
+  /** A target still open after this long is timed out. */
+  bidirectionalDeadlineMs: number;
+  mailboxDeadlineMs: number;
 }
 
 export const DEFAULT_PRODUCT = 'watchdoc';
@@ -60,12 +65,16 @@ const FLAGS = {
   'max-upload': { type: 'string', env: 'PROPAGATOR_MAX_UPLOAD' },
   'log-level': { type: 'string', env: 'PROPAGATOR_LOG_LEVEL' },
   'mailbox-cap': { type: 'string', env: 'PROPAGATOR_MAILBOX_CAP' },
+  'parallel-transfers': { type: 'string', env: 'PROPAGATOR_PARALLEL_TRANSFERS' },
+  'deadline-bidirectional': { type: 'string', env: 'PROPAGATOR_DEADLINE_BIDIRECTIONAL' },
+  'deadline-mailbox': { type: 'string', env: 'PROPAGATOR_DEADLINE_MAILBOX' },
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
-                  [--max-upload SIZE] [--mailbox-cap N] [--log-level debug|info|warn|error]
+                  [--max-upload SIZE] [--mailbox-cap N] [--parallel-transfers N]
+                  [--deadline-bidirectional S] [--deadline-mailbox S] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
     PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
     the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN.`;
@@ -77,6 +86,9 @@ const schema = z.object({
   productVersion: z.string().refine(isValidVersion, { error: 'product version must be 1 to 4 dot-separated numbers' }).nullable(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'log level must be debug, info, warn or error' }),
   mailboxCap: z.coerce.number({ error: 'mailbox cap must be a number' }).int().min(0, { error: 'mailbox cap must be 0 (no cap) or more' }),
+  parallelTransfers: z.coerce.number({ error: 'parallel transfers must be a number' }).int().min(1, { error: 'parallel transfers must be 1 or more' }),
+  deadlineBidirectional: z.coerce.number({ error: 'the bidirectional deadline must be a number of seconds' }).positive({ error: 'the bidirectional deadline must be more than 0 seconds' }),
+  deadlineMailbox: z.coerce.number({ error: 'the mailbox deadline must be a number of seconds' }).positive({ error: 'the mailbox deadline must be more than 0 seconds' }),
 });
 
 export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Readonly<MasterConfig> {
@@ -92,16 +104,21 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     productVersion: pick('product-version') ?? null,
     logLevel: pick('log-level') ?? 'info',
     mailboxCap: pick('mailbox-cap') ?? '0',
+    parallelTransfers: pick('parallel-transfers') ?? '8',
+    deadlineBidirectional: pick('deadline-bidirectional') ?? '600',
+    deadlineMailbox: pick('deadline-mailbox') ?? '7200',
   });
   if (!parsed.success) throw new ValidationError(parsed.error.issues[0]?.message ?? 'invalid configuration');
   const tlsCert = pick('tls-cert') ?? null;
   const tlsKey = pick('tls-key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
   const dataDir = path.resolve(cwd, pick('data') ?? 'data');
-  const { mailboxCap, ...rest } = parsed.data;
+  const { mailboxCap, deadlineBidirectional, deadlineMailbox, ...rest } = parsed.data;
   return Object.freeze({
     ...rest,
     mailboxSessionsPerMinute: mailboxCap,
+    bidirectionalDeadlineMs: deadlineBidirectional * 1000,
+    mailboxDeadlineMs: deadlineMailbox * 1000,
     pushConcurrency: 8,
     dataDir,
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),

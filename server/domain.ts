@@ -73,12 +73,14 @@ export interface Session {
 }
 
 export type CommandType = 'propagate' | 'apply';
-export type CommandState = 'queued' | 'delivered' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timedout';
-export const OPEN_COMMAND_STATES: CommandState[] = ['queued', 'delivered', 'running'];
+export type CommandState = 'held' | 'queued' | 'delivered' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'timedout';
+/** Not finished: held (waiting for a transfer slot), queued, delivered, running. */
+export const OPEN_COMMAND_STATES: CommandState[] = ['held', 'queued', 'delivered', 'running'];
 
 /** One piece of work for one slave: stage a package there, or install it. */
 export interface Command {
   id: string;
+  operationId: number | null;
   serverId: number | null;
   serverName: string;
   type: CommandType;
@@ -95,9 +97,45 @@ export interface Command {
   versionAfter: string | null;
   attempts: number;
   nextAttemptAt: string | null;
+  deadlineAt: string | null;
   createdAt: string;
   deliveredAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
   updatedAt: string;
+}
+
+export type OperationAction = 'propagate' | 'apply';
+export type OperationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type TargetState = 'pending' | 'running' | 'succeeded' | 'failed' | 'timedout' | 'cancelled';
+
+export interface Operation {
+  id: number;
+  action: OperationAction;
+  packageId: number | null;
+  packageName: string;
+  product: string;
+  version: string;
+  allowDowngrade: boolean;
+  state: OperationState;
+  createdBy: string;
+  createdAt: string;
+  finishedAt: string | null;
+  retryOf: number | null;
+}
+
+export type TargetCounts = Record<'total' | TargetState, number>;
+
+export interface CommandEvent {
+  commandId: string;
+  state: CommandState;
+  message: string;
+  at: string;
+}
+
+/** How a command shows in an operation's report. */
+export function targetState(state: CommandState): TargetState {
+  if (state === 'held' || state === 'queued') return 'pending';
+  if (state === 'delivered' || state === 'running') return 'running';
+  return state;
 }

@@ -31,6 +31,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
   const secrets = await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });
   services.dispatcher.start();
+  services.engine.start();
 
   const server = config.tlsCert && config.tlsKey
     ? https.createServer({ cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) }, app)
@@ -64,6 +65,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
         server.closeIdleConnections();
       });
       clearTimeout(force);
+      await services.engine.stop();
       await services.dispatcher.stop();
       await db.close();
       log.info('master stopped');

@@ -1,6 +1,9 @@
 import { loadTrustStore } from '../lib/trust-store.js';
 import { CommandsRepo } from './db/commands-repo.js';
 import { Dispatcher } from './dispatcher.js';
+import { OperationsRepo } from './db/operations-repo.js';
+import { OperationsEngine } from './operations-engine.js';
+import { OperationService } from './services/operation-service.js';
 import { loadMasterKey, type MasterKey } from './master-key.js';
 import { AgentService } from './services/agent-service.js';
 import { CommandService } from './services/command-service.js';
@@ -24,8 +27,11 @@ export interface MasterServices {
   servers: ServerService;
   agents: AgentService;
   commands: CommandService;
+  operations: OperationService;
   /** Pushes commands to bidirectional agents; main.ts starts and stops it. */
   dispatcher: Dispatcher;
+  /** Releases, times out and settles operation targets; main.ts starts and stops it. */
+  engine: OperationsEngine;
 }
 
 export interface MasterDeps {
@@ -49,6 +55,12 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
   const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log);
   commands.onQueued = () => dispatcher.kick();
+  const engine = new OperationsEngine(commandsRepo, new OperationsRepo(db), serversRepo, log,
+    { parallelTransfers: config.parallelTransfers, bidirectionalDeadlineMs: config.bidirectionalDeadlineMs, tickMs: 1000 }, () => dispatcher.kick());
+  // Every change of a target (agent result, delivery, failure to deliver) may free a slot or end an operation.
+  agents.on('command', () => engine.kick());
+  const operations = new OperationService(db, packagesRepo, serversRepo, settings, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs }, log);
+  operations.onChange = () => engine.kick();
   return {
     auth: new AuthService(settingsRepo, new SessionsRepo(db), log),
     settings,
@@ -62,7 +74,9 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
     servers: new ServerService(serversRepo, settings, config, log),
     agents,
     commands,
+    operations,
     dispatcher,
+    engine,
   };
 }
 

@@ -25,10 +25,10 @@ export class CommandService {
     if (!pkg || pkg.state !== 'valid') throw new ValidationError(`There is no valid update with id ${input.packageId}`);
     const now = new Date().toISOString();
     const command: Command = {
-      id: input.id ?? randomUUID(), serverId: server.id, serverName: server.name, type: input.type, packageId: pkg.id, packageName: pkg.name,
+      id: input.id ?? randomUUID(), operationId: null, serverId: server.id, serverName: server.name, type: input.type, packageId: pkg.id, packageName: pkg.name,
       packageSha256: pkg.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade ?? false,
       state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', versionBefore: server.version,
-      versionAfter: null, attempts: 0, nextAttemptAt: null, createdAt: now, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: now,
+      versionAfter: null, attempts: 0, nextAttemptAt: null, deadlineAt: null, createdAt: now, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: now,
     };
     await this.commands.insert(command);
     this.log.info('command queued', { commandId: command.id, server: server.name, type: command.type, package: pkg.name, version: pkg.version });

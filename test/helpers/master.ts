@@ -69,9 +69,11 @@ export async function listenMaster(m: TestMaster): Promise<{ url: string; close(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const port = (server.address() as import('node:net').AddressInfo).port;
   m.services.dispatcher.start();
+  m.services.engine.start();
   return {
     url: `http://127.0.0.1:${port}`,
     close: async () => {
+      await m.services.engine.stop();
       await m.services.dispatcher.stop();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,0 +1,111 @@
+import { errorMessage } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { CommandsRepo } from './db/commands-repo.js';
+import type { OperationsRepo } from './db/operations-repo.js';
+import type { ServersRepo } from './db/servers-repo.js';
+import { OPEN_COMMAND_STATES, type Command, type OperationState } from './domain.js';
+
+export interface EngineOptions {
+  /** Bidirectional targets transferring at once, all operations together. */
+  parallelTransfers: number;
+  bidirectionalDeadlineMs: number;
+  tickMs: number;
+}
+
+/** The operation's outcome once no target is open. */
+export function outcome(states: Command['state'][]): OperationState | null {
+  if (states.some((s) => OPEN_COMMAND_STATES.includes(s))) return null;
+  if (states.every((s) => s === 'succeeded')) return 'succeeded';
+  if (states.some((s) => s === 'failed' || s === 'timedout')) return 'failed';
+  return 'cancelled';
+}
+
+/**
+ * Moves operations along: starts held bidirectional targets as transfer slots free up, times out
+ * targets past their deadline, and settles each operation when its last target ends. Everything it
+ * knows is in SQLite, so after a master restart it carries on where it was.
+ */
+export class OperationsEngine {
+  private timer: NodeJS.Timeout | null = null;
+  private ticking = false;
+  private again = false;
+
+  constructor(
+    private readonly commands: CommandsRepo,
+    private readonly operations: OperationsRepo,
+    private readonly servers: ServersRepo,
+    private readonly log: Logger,
+    private readonly options: EngineOptions,
+    /** Called when targets were released, so the dispatcher pushes them. */
+    private readonly onReleased: () => void,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), this.options.tickMs);
+    this.timer.unref();
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    while (this.ticking) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  kick(): void {
+    if (this.ticking) {
+      this.again = true;
+      return;
+    }
+    this.ticking = true;
+    this.tick()
+      .catch((err: unknown) => this.log.error('operations engine tick failed', { error: errorMessage(err) }))
+      .finally(() => {
+        this.ticking = false;
+        if (this.again) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  async tick(now = new Date()): Promise<void> {
+    await this.timeOut(now);
+    await this.release(now);
+    for (const op of await this.operations.running()) await this.settle(op.id, now);
+  }
+
+  private async timeOut(now: Date): Promise<void> {
+    for (const c of await this.commands.overdue(now.toISOString())) {
+      let message = `no result from the slave before the deadline (${c.deadlineAt})`;
+      if (c.state === 'queued' || c.state === 'held') {
+        const server = c.serverId === null ? null : await this.servers.findById(c.serverId);
+        message = server?.mode === 'mailbox'
+          ? `the slave did not call in before the deadline (last call: ${server.lastSeen ?? 'never'})`
+          : `the slave could not be reached before the deadline${c.message ? ` (${c.message})` : ''}`;
+      }
+      if (await this.commands.update(c.id, { state: 'timedout', message, finishedAt: now.toISOString() }, OPEN_COMMAND_STATES)) {
+        this.log.warn('target timed out', { commandId: c.id, operationId: c.operationId, server: c.serverName });
+      }
+    }
+  }
+
+  private async release(now: Date): Promise<void> {
+    const room = this.options.parallelTransfers - (await this.commands.activeBidirectional());
+    if (room <= 0) return;
+    const held = await this.commands.held(room);
+    for (const c of held) {
+      // The deadline of a bidirectional target runs from its start, not from its wait for a slot.
+      await this.commands.update(c.id, { state: 'queued', message: '', deadlineAt: new Date(now.getTime() + this.options.bidirectionalDeadlineMs).toISOString() }, ['held']);
+    }
+    if (held.length > 0) this.onReleased();
+  }
+
+  async settle(operationId: number, now = new Date()): Promise<void> {
+    const targets = await this.commands.forOperation(operationId);
+    const state = outcome(targets.map((t) => t.state));
+    if (state && (await this.operations.finish(operationId, state, now.toISOString()))) {
+      this.log.info('operation finished', { operationId, state, targets: targets.length });
+    }
+  }
+}

@@ -63,15 +63,15 @@ export async function loginAgent(app: Express, password = ADMIN_PASSWORD) {
 }
 
 /** Serves a test master on a loopback port with its dispatcher running, as main.ts would. */
-export async function listenMaster(m: TestMaster): Promise<{ url: string; close(): Promise<void> }> {
+export async function listenMaster(m: TestMaster, port = 0): Promise<{ url: string; close(): Promise<void> }> {
   const { createServer } = await import('node:http');
   const server = createServer(m.app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as import('node:net').AddressInfo).port;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve()));
+  const bound = (server.address() as import('node:net').AddressInfo).port;
   m.services.dispatcher.start();
   m.services.engine.start();
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${bound}`,
     close: async () => {
       await m.services.engine.stop();
       await m.services.dispatcher.stop();

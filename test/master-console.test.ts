@@ -86,7 +86,7 @@ describe('console pages', () => {
   it('shows the master first in Print servers, with the parity banner', async () => {
     const { agent } = await loginAgent(m.app);
     const page = await agent.get('/servers').expect(200);
-    assert.match(page.text, /<td><span class="badge" title="Master">M<\/span><\/td>\s*<td>master-test<\/td>/);
+    assert.match(page.text, /<td><span class="badge" title="Master">M<\/span><\/td>\s*<td class="name">master-test<\/td>/);
     assert.match(page.text, /No slave server has enrolled yet\. The master runs watchdoc 1\.0\.0\./);
     const api = await supertest(m.app).get('/api/servers').set('Authorization', BASIC).expect(200);
     assert.deepEqual(api.body.map((s: { role: string; name: string; status: string; version: string; mode: null }) => [s.role, s.name, s.status, s.version, s.mode]),
@@ -102,7 +102,7 @@ describe('console pages', () => {
     const bad = await agent.post(`/updates?_csrf=${encodeURIComponent(csrf)}`).set('Accept', 'text/html').field('name', 'Bad form upload').attach('package', await pkg(pki.bad.selfsigned)).expect(422);
     assert.match(bad.text, /class="verdict bad"[^>]*>\s*\s*✖ This update package is not secure: the signer certificate &#34;CN=Test Publisher selfsigned&#34; is self-signed and not in the trust store/);
     const list = await agent.get('/updates').expect(200);
-    assert.match(list.text, /<td>Form upload<\/td>\s*<td><span class="badge ok">✔ Valid<\/span><\/td>/);
+    assert.match(list.text, /<td class="name">Form upload<\/td>\s*<td><span class="badge ok">✔ Valid<\/span><\/td>/);
     assert.doesNotMatch(list.text, /Bad form upload/);
   });
 
@@ -212,9 +212,9 @@ describe('propagation rules on the Updates page', () => {
         await agent.post('/updates').set('Accept', 'application/json').set('X-CSRF-Token', csrf).field('name', name).attach('package', file).expect(201);
       }
       const page = (await agent.get('/updates').expect(200)).text;
-      assert.match(page, /<td>Newer<\/td>[\s\S]*?⚠ Update the master to 6\.1 first \(it runs 6\.0\)/);
-      assert.match(page, /<td>Older<\/td>[\s\S]*?<span class="ok">Ready<\/span>/);
-      assert.match(page, /<td>Other product<\/td>[\s\S]*?⚠ This package is for printgate; the master runs watchdoc/);
+      assert.match(page, /<td class="name">Newer<\/td>[\s\S]*?⚠ Update the master to 6\.1 first \(it runs 6\.0\)/);
+      assert.match(page, /<td class="name">Older<\/td>[\s\S]*?<span class="ok">Ready<\/span>/);
+      assert.match(page, /<td class="name">Other product<\/td>[\s\S]*?⚠ This package is for printgate; the master runs watchdoc/);
     } finally {
       await other.cleanup();
     }

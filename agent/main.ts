@@ -112,7 +112,9 @@ export async function startAgent(config: Readonly<AgentConfig>, options: { log?:
       closing ??= (async () => {
         signal.stopped = true;
         await loop.stop();
-        await Promise.race([runner.idle(), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([runner.idle(), new Promise((r) => (timer = setTimeout(r, STOP_WAIT_MS)))]);
+        clearTimeout(timer);
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
         log.info('agent stopped');
       })();

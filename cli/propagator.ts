@@ -1,6 +1,7 @@
 import { ConfigurationError, PropagatorError, ValidationError, errorMessage } from '../lib/errors.js';
 import { AGENT_HELP, agentCommand } from './agent-command.js';
 import { CERTS_HELP, certsInit } from './certs-command.js';
+import { DEMO_HELP, demoCommand } from './demo-command.js';
 import { MASTER_HELP, masterCommand } from './master-command.js';
 import { processIo, UsageError, type CliIo } from './io.js';
 import { PACKAGE_HELP, packageBuild, packageVerify } from './package-commands.js';
@@ -13,6 +14,7 @@ const COMMANDS: Record<string, Command> = {
   'certs init': certsInit,
   master: masterCommand,
   agent: agentCommand,
+  demo: demoCommand,
 };
 
 const HELP = `Propagator: signed update packages, verified and applied across a print-server domain.
@@ -22,6 +24,7 @@ ${PACKAGE_HELP}
 ${CERTS_HELP}
 ${MASTER_HELP}
 ${AGENT_HELP}
+${DEMO_HELP}
 propagator help | --help | --version`;
 
 function isUsageProblem(err: unknown): boolean {

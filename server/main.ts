@@ -47,6 +47,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
   const scheme = config.tlsCert ? 'https' : 'http';
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `${scheme}://${shownHost}:${port}`;
+  services.servers.setMasterUrl(url);
   log.info('master started', { url, dataDir: config.dataDir, trust: config.trustPath, tls: Boolean(config.tlsCert) });
 
   const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];

@@ -16,12 +16,19 @@ export interface Parity {
 
 /** The servers of the domain as the console shows them: the master first, then every slave. */
 export class ServerService {
+  /** The URL the master listens at, once main.ts knows it (the configured port may be 0). */
+  private masterUrl: string | null = null;
+
   constructor(
     private readonly servers: ServersRepo,
     private readonly settings: SettingsService,
     private readonly config: Pick<MasterConfig, 'name' | 'host' | 'port' | 'tlsCert' | 'lateAfterMs' | 'offlineAfterMs'>,
     private readonly log: Logger,
   ) {}
+
+  setMasterUrl(url: string): void {
+    this.masterUrl = url;
+  }
 
   status(lastSeen: string | null, now: number): ServerStatus {
     if (lastSeen === null) return 'offline';
@@ -42,7 +49,7 @@ export class ServerService {
     const scheme = this.config.tlsCert ? 'https' : 'http';
     const master: ServerView = {
       id: 0, name: this.config.name, role: 'master', mode: null, status: 'online', product, version,
-      lastSeen: new Date(now).toISOString(), address: `${scheme}://${this.config.host}:${this.config.port}`, staged: [], freeDiskBytes: null,
+      lastSeen: new Date(now).toISOString(), address: this.masterUrl ?? `${scheme}://${this.config.host}:${this.config.port}`, staged: [], freeDiskBytes: null,
     };
     return [master, ...(await this.servers.list()).map((s) => this.slaveView(s, now))];
   }

@@ -25,7 +25,8 @@ export class Dispatcher {
   private timer: NodeJS.Timeout | null = null;
   private readonly inFlight = new Set<string>();
   private ticking = false;
-  private stopped = false;
+  /** Until start(), kick() does nothing: an app built without main.ts (tests) never calls agents. */
+  private stopped = true;
 
   constructor(
     private readonly commands: CommandsRepo,

@@ -53,6 +53,8 @@ export class OperationsEngine {
   }
 
   kick(): void {
+    // Until start(), nothing moves by itself (an app built without main.ts, as in tests).
+    if (!this.timer) return;
     if (this.ticking) {
       this.again = true;
       return;

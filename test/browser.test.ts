@@ -123,5 +123,16 @@ describe('the console in a real browser', { skip: present ? false : `Chromium no
     assert.deepEqual(versions, ['watchdoc 6.2.0', 'watchdoc 6.2.0', 'watchdoc 6.2.0', 'watchdoc 6.2.0']);
     assert.equal(await page.$eval('#servers tbody tr td:nth-child(4)', (td) => td.textContent?.trim()), demo.url, 'the master shows the address it listens at');
     await shot('servers-after');
+
+    // Sorting by a column, both ways, and the filter box of the Updates page.
+    const names = () => page.$$eval('#servers tbody tr td.name', (tds) => tds.map((td) => td.textContent?.trim()));
+    await page.click('#servers th:has-text("Name")');
+    assert.deepEqual(await names(), ['master', 'print-lyon', 'print-nantes', 'print-paris']);
+    await page.click('#servers th:has-text("Name")');
+    assert.deepEqual(await names(), ['print-paris', 'print-nantes', 'print-lyon', 'master']);
+    await page.click('nav >> text=Updates');
+    await page.fill('input[data-filter="packages"]', 'fonts');
+    assert.deepEqual(await page.$$eval('#packages tbody tr:not([hidden]) td.name', (tds) => tds.map((td) => td.textContent?.trim())), ['Watchdoc 6.1.5 fonts']);
+    await shot('updates-filtered');
   });
 });

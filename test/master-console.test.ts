@@ -220,3 +220,43 @@ describe('propagation rules on the Updates page', () => {
     }
   });
 });
+
+describe('a domain of 1,000 servers', () => {
+  it('pages and searches Print servers, and pages an operation report', async () => {
+    const big = await createTestMaster(pki.root);
+    try {
+      const { ServersRepo } = await import('../server/db/servers-repo.js');
+      await big.db.transaction(async (tx) => {
+        const repo = new ServersRepo(tx);
+        for (let i = 1; i <= 1000; i++) {
+          await repo.upsertEnrollment({ name: `print-${String(i).padStart(4, '0')}`, mode: i % 3 === 0 ? 'bidirectional' : 'mailbox', address: i % 3 === 0 ? `http://127.0.0.1:${20000 + i}` : null,
+            product: 'watchdoc', version: i % 10 === 0 ? '6.0.0' : '1.0.0', staged: [], freeDiskBytes: 1e10 }, 'sha256$x', new Date().toISOString());
+        }
+      });
+      const { agent } = await loginAgent(big.app);
+      const first = await agent.get('/servers').expect(200);
+      assert.equal((first.text.match(/<tr data-server-id=/g) ?? []).length, 100);
+      assert.match(first.text, /Page 1 of 11 \(1001 servers\)/);
+      assert.match(first.text, /✖ 100 of 1000 slave servers do not run watchdoc 1\.0\.0, the master's version: print-0010 \(6\.0\.0\), [^<]*, and 80 more\./);
+      const last = await agent.get('/servers?page=11').expect(200);
+      assert.equal((last.text.match(/<tr data-server-id=/g) ?? []).length, 1);
+      const found = await agent.get('/servers?q=print-0777').expect(200);
+      assert.deepEqual([...found.text.matchAll(/<td class="name">([^<]+)<\/td>/g)].map((m) => m[1]), ['print-0777']);
+      assert.match(found.text, /1 servers matching “print-0777”/);
+
+      const pkg = await makePackage(work, 'thousand', { publisher: pki.good.rsa, payloadDir, version: '1.0.0' });
+      const pkgId = (await supertest(big.app).post('/api/packages').set('Authorization', BASIC).field('name', 'Thousand').attach('package', pkg).expect(201)).body.id as number;
+      const op = await supertest(big.app).post('/api/operations').set('Authorization', BASIC).send({ action: 'propagate', package: pkgId, servers: 'all' }).expect(202);
+      const report = await agent.get(`/operations/${op.body.id}`).expect(200);
+      assert.equal((report.text.match(/<tr data-server=/g) ?? []).length, 100);
+      assert.match(report.text, /Page 1 of 10 \(1000 targets\)/);
+      assert.match(report.text, /Total: 1000/);
+      const pending = await agent.get(`/operations/${op.body.id}?target=pending&q=print-099`).expect(200);
+      assert.equal((pending.text.match(/<tr data-server=/g) ?? []).length, 10);
+      const json = await supertest(big.app).get(`/api/operations/${op.body.id}`).set('Authorization', BASIC).expect(200);
+      assert.equal(json.body.targets.length, 1000);
+    } finally {
+      await big.cleanup();
+    }
+  });
+});

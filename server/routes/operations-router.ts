@@ -2,6 +2,7 @@ import express, { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { ValidationError } from '../../lib/errors.js';
 import { durationSeconds, operationCsv, operationJson } from '../http/operation-presenters.js';
+import { paginate } from '../http/paging.js';
 import { idSchema } from '../http/schemas.js';
 import { parse } from '../http/validation.js';
 import type { OperationState } from '../domain.js';
@@ -19,6 +20,7 @@ const operationSchema = z.object({
 });
 
 const STATES = ['running', 'succeeded', 'failed', 'cancelled'] as const;
+const TARGET_STATES = ['pending', 'running', 'succeeded', 'failed', 'timedout', 'cancelled'] as const;
 const PAGE_SIZE = 50;
 
 /** "Propagate", "Apply", "Plug and Print operations", the operation report, and /api/operations. */
@@ -101,8 +103,11 @@ export function operationsRouter(deps: { operations: OperationService; packages:
 
   router.get('/operations/:id', async (req, res) => {
     const report = await operations.report(parse(idSchema, req.params.id));
-    const history = await operations.history(report);
-    res.render('operation', { page: 'operations', report, history, durationSeconds });
+    const targetFilter = TARGET_STATES.find((s) => s === req.query.target) ?? '';
+    const shown = targetFilter ? report.targets.filter((t) => t.target === targetFilter) : report.targets;
+    const paged = paginate(shown, { page: req.query.page, q: req.query.q, size: 100, text: (t) => [t.serverName, t.mode, t.target, t.message, t.versionBefore, t.versionAfter].join(' ') });
+    const history = await operations.history({ ...report, targets: paged.items });
+    res.render('operation', { page: 'operations', report, paged, targetFilter, targetStates: TARGET_STATES, history, durationSeconds });
   });
 
   router.post('/operations/:id/cancel', async (req, res) => {

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { idSchema } from '../http/schemas.js';
 import { formatBytes, serverJson } from '../http/presenters.js';
+import { paginate } from '../http/paging.js';
 import { parse } from '../http/validation.js';
 import type { ServerService } from '../services/server-service.js';
 import type { SettingsService } from '../services/settings-service.js';
@@ -16,7 +17,8 @@ export function serversRouter(deps: { servers: ServerService; settings: Settings
     const list = await servers.list();
     const parity = await servers.parity(list);
     const enrollSource = await settings.enrollTokenSource();
-    res.render('servers', { page: 'servers', servers: list, parity, enrollSource, formatBytes, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
+    const paged = paginate(list, { page: req.query.page, q: req.query.q, size: 100, text: (s) => [s.name, s.mode, s.address, s.version, s.status, s.role].join(' ') });
+    res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, enrollSource, formatBytes, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
   });
 
   router.get('/api/servers', async (_req, res) => {

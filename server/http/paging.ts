@@ -1,0 +1,17 @@
+/** Search and pagination of long lists, done on the server so pages work without JavaScript. */
+export interface Page<T> {
+  items: T[];
+  page: number;
+  pages: number;
+  total: number;
+  q: string;
+}
+
+export function paginate<T>(all: T[], options: { page: unknown; q: unknown; size: number; text: (item: T) => string }): Page<T> {
+  const q = typeof options.q === 'string' ? options.q.trim().slice(0, 100) : '';
+  const needle = q.toLowerCase();
+  const matching = needle ? all.filter((item) => options.text(item).toLowerCase().includes(needle)) : all;
+  const pages = Math.max(1, Math.ceil(matching.length / options.size));
+  const page = Math.min(pages, Math.max(1, Number(options.page) || 1));
+  return { items: matching.slice((page - 1) * options.size, page * options.size), page, pages, total: matching.length, q };
+}

@@ -1,4 +1,6 @@
-import { createWriteStream } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
 import { readFile, stat, truncate } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import got, { HTTPError, type Got } from 'got';
@@ -81,9 +83,10 @@ export class MasterClient {
 
   /**
    * Downloads a package into `partFile`, continuing from what is already there (HTTP Range).
-   * Retries a cut connection with backoff; returns when the file has `size` bytes.
+   * Retries a cut connection with backoff. Returns the SHA-256 of the whole file, computed as the
+   * bytes arrive (bytes already on disk are hashed first), so the file is not read again for it.
    */
-  async download(identity: Identity, sha256: string, partFile: string, size: number, log: (msg: string, fields: Record<string, number | string>) => void): Promise<void> {
+  async download(identity: Identity, sha256: string, partFile: string, size: number, log: (msg: string, fields: Record<string, number | string>) => void): Promise<string> {
     const attempts = 8;
     for (let attempt = 1; ; attempt++) {
       let have = (await stat(partFile).catch(() => null))?.size ?? 0;
@@ -91,7 +94,7 @@ export class MasterClient {
         await truncate(partFile, 0);
         have = 0;
       }
-      if (have === size) return;
+      if (have === size) return hashFile(partFile);
       try {
         const stream = this.http.stream(`api/agent/packages/${sha256}`, {
           headers: { authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
@@ -104,8 +107,15 @@ export class MasterClient {
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
         const append = response.statusCode === 206;
         if (have > 0) log(append ? 'download resumed' : 'download restarted', { sha256, from: append ? have : 0 });
-        await pipeline(stream, createWriteStream(partFile, { flags: append ? 'a' : 'w' }));
-        if (((await stat(partFile)).size) === size) return;
+        const hash = append && have > 0 ? await hashInto(createHash('sha256'), partFile) : createHash('sha256');
+        const tap = new Transform({
+          transform(chunk: Buffer, _encoding, done) {
+            hash.update(chunk);
+            done(null, chunk);
+          },
+        });
+        await pipeline(stream, tap, createWriteStream(partFile, { flags: append ? 'a' : 'w' }));
+        if (((await stat(partFile)).size) === size) return hash.digest('hex');
         throw new Error('the download ended early');
       } catch (err) {
         const translated = err instanceof RefusedError ? err : translate(err);
@@ -117,4 +127,13 @@ export class MasterClient {
       }
     }
   }
+}
+
+async function hashInto(hash: Hash, file: string): Promise<Hash> {
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash;
+}
+
+async function hashFile(file: string): Promise<string> {
+  return (await hashInto(createHash('sha256'), file)).digest('hex');
 }

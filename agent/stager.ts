@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand } from '../lib/agent-protocol.js';
@@ -24,12 +22,6 @@ export interface StagedPackage {
 /** A reason the package cannot go on this slave (the agent's own checks, whatever the master says). */
 export class RefusedPackageError extends Error {
   override name = 'RefusedPackageError';
-}
-
-async function sha256Of(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /**
@@ -99,8 +91,8 @@ export class Stager {
       return existing;
     }
     const p = this.paths(sha256);
-    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
-    if ((await sha256Of(p.part)) !== sha256) {
+    const received = await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
+    if (received !== sha256) {
       await rm(p.part, { force: true });
       throw new RefusedPackageError('the package the master served does not match its checksum (altered on the master or in transit)');
     }

@@ -53,29 +53,39 @@ export async function demoCommand(args: string[], io: CliIo): Promise<number> {
 
   const password = randomToken(12);
   const token = randomToken(24);
-  const masterConfig = loadMasterConfig(['--host', '127.0.0.1', '--port', port, '--data', path.join(root, 'master'), '--trust', trust, '--name', 'master',
-    '--product-version', NEW_VERSION], { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: token });
-  const master: RunningMaster = await startMaster(masterConfig, { log: fileLog({ process: 'master' }), announce: () => undefined });
-
+  let master: RunningMaster | null = null;
   const agents: RunningAgent[] = [];
-  const slaves: [string, 'bidirectional' | 'mailbox'][] = [['print-paris', 'bidirectional'], ['print-lyon', 'mailbox'], ['print-nantes', 'mailbox']];
-  for (const [name, mode] of slaves) {
-    const config = loadAgentConfig(['--master', master.url, '--name', name, '--mode', mode, '--data', path.join(root, 'agents', name), '--trust', trust,
-      '--initial-version', SLAVE_VERSION, '--enroll-token', token, '--host', '127.0.0.1', '--port', '0', '--poll-min', '1', '--poll-max', '5', '--heartbeat', '5'], {});
-    agents.push(await startAgent(config, { log: fileLog({ process: name }) }));
+  const stopAll = async () => {
+    await Promise.all(agents.map((a) => a.close()));
+    await master?.close();
+  };
+  try {
+    const masterConfig = loadMasterConfig(['--host', '127.0.0.1', `--port=${port}`, `--data=${path.join(root, 'master')}`, `--trust=${trust}`, '--name', 'master',
+      '--product-version', NEW_VERSION], { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: token });
+    master = await startMaster(masterConfig, { log: fileLog({ process: 'master' }), announce: () => undefined });
+    const slaves: [string, 'bidirectional' | 'mailbox'][] = [['print-paris', 'bidirectional'], ['print-lyon', 'mailbox'], ['print-nantes', 'mailbox']];
+    for (const [name, mode] of slaves) {
+      const config = loadAgentConfig([`--master=${master.url}`, '--name', name, '--mode', mode, `--data=${path.join(root, 'agents', name)}`, `--trust=${trust}`,
+        '--initial-version', SLAVE_VERSION, `--enroll-token=${token}`, '--host', '127.0.0.1', '--port', '0', '--poll-min', '1', '--poll-max', '5', '--heartbeat', '5'], {});
+      agents.push(await startAgent(config, { log: fileLog({ process: name }) }));
+    }
+    const form = new FormData();
+    form.set('name', `Watchdoc ${NEW_VERSION} (demo)`);
+    // The sample package is a few kilobytes; a real upload streams (see the README's curl example).
+    form.set('package', new Blob([await readFile(packages[NEW_VERSION] as string)]), `watchdoc-${NEW_VERSION}.pkg`);
+    const uploaded = await fetch(`${master.url}/api/packages`, { method: 'POST', body: form, headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` } });
+    if (uploaded.status !== 201) throw new Error(`the demo could not upload its package: ${await uploaded.text()}`);
+  } catch (err) {
+    // Whatever started must stop, or the demo would hang on its open ports.
+    await stopAll();
+    throw err;
   }
-
-  const form = new FormData();
-  form.set('name', `Watchdoc ${NEW_VERSION} (demo)`);
-  // The sample package is a few kilobytes; a real upload streams (see the README's curl example).
-  form.set('package', new Blob([await readFile(packages[NEW_VERSION] as string)]), `watchdoc-${NEW_VERSION}.pkg`);
-  const uploaded = await fetch(`${master.url}/api/packages`, { method: 'POST', body: form, headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` } });
-  if (uploaded.status !== 201) throw new Error(`the demo could not upload its package: ${await uploaded.text()}`);
+  const url = master.url;
 
   io.out(`
 Propagator demo is running.
 
-  Console:   ${master.url}
+  Console:   ${url}
   Log in as: admin / ${password}
 
   The master runs watchdoc ${NEW_VERSION}; three slaves (print-paris: bidirectional, print-lyon and
@@ -97,8 +107,7 @@ Propagator demo is running.
     process.on('SIGTERM', stop);
   });
   io.out('\nStopping the agents and the master…');
-  await Promise.all(agents.map((a) => a.close()));
-  await master.close();
+  await stopAll();
   io.out('Stopped.');
   return 0;
 }

@@ -1,12 +1,11 @@
 import path from 'node:path';
 import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
-import { rateLimit } from 'express-rate-limit';
 import { NotFoundError } from '../lib/errors.js';
 import { PROJECT_ROOT } from '../lib/paths.js';
-import { TooManyRequestsError } from './errors.js';
 import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
 import { errorHandler } from './http/error-handler.js';
+import { failureLimiter } from './http/failure-limiter.js';
 import { requestLog } from './http/request-log.js';
 import { uploadReceiver } from './http/upload.js';
 import { agentRouter } from './routes/agent-router.js';
@@ -52,15 +51,12 @@ export function createApp(deps: AppDeps): Express {
   app.use(loadSession(services.auth));
   app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null, loginAttemptsPerWindow: config.loginAttemptsPerWindow }));
 
-  // Wrong Basic credentials count like failed logins: a 401 is a failure, anything else is not.
-  app.use(rateLimit({
+  // Wrong Basic credentials count like failed logins (requests without credentials do not).
+  app.use(failureLimiter({
     windowMs: 15 * 60_000,
     limit: config.loginAttemptsPerWindow * 3,
-    skipSuccessfulRequests: true,
-    requestWasSuccessful: (req, res) => res.statusCode !== 401 || !req.get('authorization'),
-    standardHeaders: 'draft-7',
-    legacyHeaders: false,
-    handler: (_req, _res, next) => next(new TooManyRequestsError('Too many failed authentications from this address; wait 15 minutes and try again')),
+    isFailure: (req, res) => res.statusCode === 401 && Boolean(req.get('authorization')),
+    message: 'Too many failed authentications from this address; wait 15 minutes and try again',
   }));
   app.use(requireAdmin(services.auth));
   app.use(requireCsrf);

@@ -30,8 +30,9 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 
+/** Random base64url text that never starts with "-", so it can follow a flag on a command line. */
 export function randomToken(bytes = 32): string {
-  return randomBytes(bytes).toString('base64url');
+  return randomBytes(bytes).toString('base64url').replace(/^-/, 'x');
 }
 
 export function hashToken(token: string): string {

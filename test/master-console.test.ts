@@ -181,6 +181,32 @@ describe('settings', () => {
 });
 
 describe('rate limits', () => {
+  it('never counts successful requests, however many run at once', async () => {
+    const busy = await createTestMaster(pki.root, { loginAttemptsPerWindow: 3, enrollToken: 'busy-enrollment-token-0123456789' });
+    try {
+      await busy.services.settings.init({ product: null, productVersion: null, enrollToken: 'busy-enrollment-token-0123456789' });
+      const { listenMaster } = await import('./helpers/master.js');
+      const served = await listenMaster(busy);
+      try {
+        const status = (i: number) => ({ name: `burst-${i}`, mode: 'mailbox', address: null, product: 'watchdoc', version: '1.0', staged: [], freeDiskBytes: null });
+        const enroll = (i: number, token: string) => fetch(`${served.url}/api/agent/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...status(i), token }) });
+        const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => enroll(i, 'busy-enrollment-token-0123456789')));
+        assert.deepEqual([...new Set(burst.map((r) => r.status))], [201]);
+        const api = await Promise.all(Array.from({ length: 40 }, () => fetch(`${served.url}/api/servers`, { headers: { authorization: BASIC } })));
+        assert.deepEqual([...new Set(api.map((r) => r.status))], [200]);
+        for (let i = 0; i < 3; i++) assert.equal((await enroll(100, 'wrong-token')).status, 401);
+        const blocked = await enroll(100, 'wrong-token');
+        assert.equal(blocked.status, 429);
+        assert.deepEqual(await blocked.json(), { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
+        assert.match(blocked.headers.get('retry-after') ?? '', /^\d+$/);
+      } finally {
+        await served.close();
+      }
+    } finally {
+      await busy.cleanup();
+    }
+  });
+
   it('stops password guessing after a few failures', async () => {
     const limited = await createTestMaster(pki.root, { loginAttemptsPerWindow: 3 });
     try {

@@ -1,7 +1,7 @@
 import express, { Router } from 'express';
-import { rateLimit } from 'express-rate-limit';
 import { enrollRequestSchema, reportRequestSchema } from '../../lib/agent-protocol.js';
-import { ForbiddenError, TooManyRequestsError } from '../errors.js';
+import { ForbiddenError } from '../errors.js';
+import { failureLimiter } from '../http/failure-limiter.js';
 import { parse } from '../http/validation.js';
 import type { PackageStore } from '../package-store.js';
 import type { AgentService } from '../services/agent-service.js';
@@ -15,13 +15,11 @@ export function agentRouter(deps: { agents: AgentService; store: PackageStore; e
   const router = Router();
   const json = express.json({ limit: '1mb' });
 
-  const enrollLimiter = rateLimit({
+  const enrollLimiter = failureLimiter({
     windowMs: 15 * 60_000,
     limit: deps.enrollAttemptsPerWindow,
-    skipSuccessfulRequests: true,
-    standardHeaders: 'draft-7',
-    legacyHeaders: false,
-    handler: (_req, _res, next) => next(new TooManyRequestsError('Too many failed enrollments from this address; wait 15 minutes and try again')),
+    isFailure: (_req, res) => res.statusCode === 401,
+    message: 'Too many failed enrollments from this address; wait 15 minutes and try again',
   });
 
   router.post('/api/agent/enroll', enrollLimiter, json, async (req, res) => {

@@ -1,7 +1,6 @@
 import { Router, type Request, type Response } from 'express';
-import { rateLimit } from 'express-rate-limit';
-import { TooManyRequestsError } from '../errors.js';
 import { checkCsrf, SESSION_COOKIE, setSessionCookie } from '../http/auth-middleware.js';
+import { failureLimiter } from '../http/failure-limiter.js';
 import { loginSchema } from '../http/schemas.js';
 import type { Logger } from '../../lib/logger.js';
 import type { AuthService } from '../services/auth-service.js';
@@ -23,14 +22,12 @@ export function authRouter(deps: AuthRouterDeps): Router {
   const { auth, log, secureCookies } = deps;
   const router = Router();
 
-  // Failed logins only count (a 401 or 403); after too many, the IP waits out the window.
-  const limiter = rateLimit({
+  // Failed logins only count; after too many, the address waits out the window.
+  const limiter = failureLimiter({
     windowMs: 15 * 60_000,
     limit: deps.loginAttemptsPerWindow,
-    skipSuccessfulRequests: true,
-    standardHeaders: 'draft-7',
-    legacyHeaders: false,
-    handler: (_req, _res, next) => next(new TooManyRequestsError('Too many failed logins from this address; wait 15 minutes and try again')),
+    isFailure: (_req, res) => res.statusCode === 401 || res.statusCode === 403,
+    message: 'Too many failed logins from this address; wait 15 minutes and try again',
   });
 
   /** Every login form carries a CSRF token, so even an anonymous visitor gets a session row. */

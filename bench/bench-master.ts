@@ -1,0 +1,37 @@
+// A master for the benchmarks: the real app, in one process, with one more route beside it,
+// GET /bench/noop, the "trivial express route in the same master process" the mailbox figures are
+// compared with. Run by bench scenarios as a child process; prints its URL when it listens.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import express from 'express';
+import { createApp } from '../server/app.js';
+import { loadMasterConfig } from '../server/config.js';
+import { Database } from '../server/db/database.js';
+import { createLogger } from '../lib/logger.js';
+import { PackageStore } from '../server/package-store.js';
+import { bootstrapMaster, createServices } from '../server/services.js';
+
+const config = loadMasterConfig(process.argv.slice(2), process.env);
+const log = createLogger({ level: 'warn' });
+const store = new PackageStore(config.dataDir);
+await store.init();
+const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
+const services = createServices({ config, db, store, log });
+await bootstrapMaster(services, config);
+const root = express();
+root.get('/bench/noop', (_req, res) => {
+  res.json({ ok: true });
+});
+root.use(createApp({ config, db, store, log, services }));
+const server = http.createServer(root);
+server.keepAliveTimeout = 30_000;
+services.dispatcher.start();
+services.engine.start();
+server.listen(config.port, '127.0.0.1', () => {
+  process.stdout.write(`LISTENING http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
+});
+process.on('SIGTERM', () => {
+  server.close();
+  void services.engine.stop().then(() => services.dispatcher.stop()).then(() => db.close()).then(() => process.exit(0));
+});

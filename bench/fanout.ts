@@ -1,0 +1,91 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { startAgentProcess, type AgentProcess } from '../test/helpers/agent-process.js';
+import { makePackage } from '../test/helpers/openssl-package.js';
+import { startMasterProcess } from '../test/helpers/master-process.js';
+import type { BenchContext } from './run.js';
+import { MAKE_RANDOM_PAYLOAD, pool, round, seconds, sh, type Figure } from './support.js';
+
+const AGENTS = 20;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** nginx (Debian's) serving the file to 20 parallel curl downloads, each followed by sha256sum. */
+async function nginxReference(ctx: BenchContext, file: string): Promise<number> {
+  const prefix = path.join(ctx.work, 'nginx');
+  const downloads = path.join(ctx.work, 'nginx-downloads');
+  await mkdir(path.join(prefix, 'logs'), { recursive: true });
+  await mkdir(downloads, { recursive: true });
+  const port = await freePort();
+  const conf = path.join(prefix, 'nginx.conf');
+  await writeFile(conf, `worker_processes 2;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/logs/error.log;\nevents { worker_connections 256; }\n` +
+    `http { access_log off; sendfile on; client_body_temp_path ${prefix}/tmp; proxy_temp_path ${prefix}/tmp; fastcgi_temp_path ${prefix}/tmp; uwsgi_temp_path ${prefix}/tmp; scgi_temp_path ${prefix}/tmp;\n` +
+    `  server { listen 127.0.0.1:${port}; root ${path.dirname(file)}; } }\n`);
+  await sh('nginx', ['-c', conf, '-p', prefix]);
+  try {
+    const start = process.hrtime.bigint();
+    await pool(Array.from({ length: AGENTS }, (_, i) => i), AGENTS, async (i) => {
+      const out = path.join(downloads, `${i}.pkg`);
+      await sh('sh', ['-c', `curl -s -f -o ${out} http://127.0.0.1:${port}/${path.basename(file)} && sha256sum ${out}`]);
+    });
+    return seconds(start);
+  } finally {
+    await sh('nginx', ['-c', conf, '-p', prefix, '-s', 'stop']).catch(() => undefined);
+    await rm(downloads, { recursive: true, force: true });
+  }
+}
+
+/** 2. One package propagated to 20 mailbox agents: time from the operation's start to all staged. */
+export async function fanoutScenario(ctx: BenchContext): Promise<Figure[]> {
+  const size = ctx.quick ? 64 * 1024 ** 2 : 256 * 1024 ** 2;
+  const payload = path.join(ctx.work, 'fanout-payload.tar.gz');
+  await sh('python3', ['-c', MAKE_RANDOM_PAYLOAD, payload, String(size)]);
+  const serveDir = path.join(ctx.work, 'fanout-serve');
+  await mkdir(serveDir, { recursive: true });
+  const file = await makePackage(serveDir, 'fanout', { publisher: ctx.publisher, payloadFile: payload, version: '1.0' });
+  await rm(payload);
+  const reference = await nginxReference(ctx, file);
+
+  const password = 'bench-password';
+  const auth = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` };
+  const master = await startMasterProcess(['--data', path.join(ctx.work, 'fanout-master'), '--trust', ctx.trust, '--log-level', 'warn', '--product-version', '1.0'],
+    { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: 'bench-enroll-token-0123456789' });
+  const agents: AgentProcess[] = [];
+  try {
+    await pool(Array.from({ length: AGENTS }, (_, i) => i), 5, async (i) => {
+      agents.push(await startAgentProcess(['--master', master.url, '--name', `fan-${i}`, '--mode', 'mailbox', '--data', path.join(ctx.work, 'fanout-agents', String(i)),
+        '--trust', ctx.trust, '--initial-version', '0.9', '--poll-min', '0.5', '--poll-max', '1', '--enroll-token', 'bench-enroll-token-0123456789', '--log-level', 'warn']));
+    });
+    const uploaded = await sh('curl', ['-s', '-u', `admin:${password}`, '-F', 'name=fanout', '-F', `package=@${file}`, `${master.url}/api/packages`]);
+    const pkgId = (JSON.parse(uploaded) as { id: number }).id;
+    const start = process.hrtime.bigint();
+    const created = await fetch(`${master.url}/api/operations`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ action: 'propagate', package: pkgId, servers: 'all' }) });
+    const { id } = (await created.json()) as { id: number };
+    let state = 'running';
+    let counts: Record<string, number> = {};
+    while (state === 'running' && seconds(start) < 600) {
+      await new Promise((r) => setTimeout(r, 100));
+      const op = (await (await fetch(`${master.url}/api/operations/${id}`, { headers: auth })).json()) as { state: string; counts: Record<string, number> };
+      state = op.state;
+      counts = op.counts;
+    }
+    const wall = seconds(start);
+    if (state !== 'succeeded') throw new Error(`the fan-out ended ${state}: ${JSON.stringify(counts)}`);
+    return [
+      { scenario: 'fanout', name: `all_staged_seconds_${AGENTS}x${Math.round(size / 1024 ** 2)}MiB`, value: round(wall), unit: 's', reference: { what: `nginx + ${AGENTS} parallel curl + sha256sum`, value: round(reference), unit: 's' }, target: '≤ 1.5× reference', met: wall <= 1.5 * reference },
+      { scenario: 'fanout', name: 'ratio_to_reference', value: round(wall / reference), unit: '×', target: '≤ 1.5', met: wall <= 1.5 * reference },
+    ];
+  } finally {
+    await Promise.all(agents.map((a) => a.stop()));
+    await master.stop();
+    await rm(path.join(ctx.work, 'fanout-agents'), { recursive: true, force: true });
+    await rm(serveDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,51 @@
+import path from 'node:path';
+import autocannon from 'autocannon';
+import type { BenchContext } from './run.js';
+import { enrollAgents } from './simulated-agents.js';
+import { round, startBenchMaster, type Figure } from './support.js';
+
+const TOKEN = 'bench-enroll-token-0123456789';
+
+function run(options: autocannon.Options): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    autocannon(options, (err, result) => (err ? reject(err) : resolve(result)));
+  });
+}
+
+/** 3. Mailbox capacity: enrolled agents with nothing queued, their polls made by autocannon. */
+export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
+  const count = ctx.quick ? 1000 : 10_000;
+  const duration = ctx.quick ? 5 : 10;
+  const master = await startBenchMaster(['--data', path.join(ctx.work, 'mailbox-master'), '--trust', ctx.trust], { PROPAGATOR_ADMIN_PASSWORD: 'bench-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
+  try {
+    const agents = await enrollAgents(master.url, TOKEN, count);
+    let next = 0;
+    const poll: autocannon.Request = {
+      method: 'POST',
+      path: '/api/agent/report',
+      setupRequest: (request: autocannon.Request) => {
+        const agent = agents[next++ % agents.length];
+        if (!agent) return request;
+        return { ...request, headers: { authorization: agent.authorization, 'content-type': 'application/json' }, body: JSON.stringify({ status: agent.status, results: [] }) };
+      },
+    };
+    const common = { url: master.url, connections: 32, duration, pipelining: 1 };
+    const polls = await run({ ...common, requests: [poll] });
+    const noop = await run({ ...common, requests: [{ method: 'GET', path: '/bench/noop' }] });
+    const paced = await run({ ...common, connections: 50, overallRate: 500, requests: [poll] });
+    for (const [label, r] of [['polls', polls], ['noop', noop], ['paced', paced]] as const) {
+      if (r.non2xx > 0 || r.errors > 0) throw new Error(`${label}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+    }
+    const rate = polls.requests.average;
+    const reference = noop.requests.average;
+    return [
+      { scenario: 'mailbox', name: `polls_per_second_${count}_agents`, value: round(rate, 0), unit: 'polls/s', reference: { what: 'trivial express route in the master process', value: round(reference, 0), unit: 'req/s' }, target: '≥ 50% of reference', met: rate >= 0.5 * reference },
+      { scenario: 'mailbox', name: 'ratio_to_reference', value: round(rate / reference), unit: '×', target: '≥ 0.5', met: rate >= 0.5 * reference },
+      { scenario: 'mailbox', name: 'p99_latency_at_max', value: polls.latency.p99, unit: 'ms' },
+      { scenario: 'mailbox', name: 'p99_latency_at_500_per_second', value: paced.latency.p99, unit: 'ms', target: '< 50 ms', met: paced.latency.p99 < 50 },
+      { scenario: 'mailbox', name: 'paced_rate', value: round(paced.requests.average, 0), unit: 'polls/s' },
+    ];
+  } finally {
+    await master.stop();
+  }
+}

@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { startAgentProcess, type AgentProcess } from '../test/helpers/agent-process.js';
@@ -23,6 +23,10 @@ async function nginxReference(ctx: BenchContext, file: string): Promise<number> 
   const downloads = path.join(ctx.work, 'nginx-downloads');
   await mkdir(path.join(prefix, 'logs'), { recursive: true });
   await mkdir(downloads, { recursive: true });
+  // nginx workers run as an unprivileged user: they must be able to reach and read the file.
+  await chmod(ctx.work, 0o755);
+  await chmod(path.dirname(file), 0o755);
+  await chmod(file, 0o644);
   const port = await freePort();
   const conf = path.join(prefix, 'nginx.conf');
   await writeFile(conf, `worker_processes 2;\npid ${prefix}/nginx.pid;\nerror_log ${prefix}/logs/error.log;\nevents { worker_connections 256; }\n` +

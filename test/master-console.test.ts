@@ -131,6 +131,13 @@ describe('console pages', () => {
     assert.match((await agent.get(res.headers.location)).text, /Deleted the update “Delete me”/);
   });
 
+  it('renders every page for an admin using HTTP Basic (no session)', async () => {
+    for (const route of ['/servers', '/updates', '/updates/new', '/propagate', '/apply', '/operations', '/settings']) {
+      const res = await supertest(m.app).get(route).set('Authorization', BASIC).set('Accept', 'text/html');
+      assert.equal(res.status, 200, `${route}: ${res.text.slice(0, 200)}`);
+    }
+  });
+
   it('renders errors as pages for browsers and JSON for the API', async () => {
     const { agent } = await loginAgent(m.app);
     const page = await agent.get('/no/such/page').set('Accept', 'text/html').expect(404);

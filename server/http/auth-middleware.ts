@@ -42,6 +42,8 @@ export function requireAdmin(auth: AuthService): RequestHandler {
       if (!user) throw new AuthenticationError('Wrong user name or password');
       res.locals.user = user;
       res.locals.authMethod = 'basic';
+      // Pages render their forms for every admin; Basic clients need no CSRF token, so it is empty.
+      res.locals.csrfToken ??= '';
       return next();
     }
     if (!isApiRequest(req) && req.method === 'GET' && req.accepts(['html', 'json']) === 'html') {

@@ -91,14 +91,15 @@ export class Stager {
       return existing;
     }
     const p = this.paths(sha256);
-    const received = await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
-    if (received !== sha256) {
-      await rm(p.part, { force: true });
-      throw new RefusedPackageError('the package the master served does not match its checksum (altered on the master or in transit)');
-    }
+    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
     let manifest: Manifest;
     try {
       manifest = await this.verify(p.part, installed, command.allowDowngrade);
+      // The signed manifest is the binding between the file and the work: a master that serves
+      // another package (even a validly signed one) than the one it announced is refused.
+      if (manifest.payload.sha256 !== command.package.payloadSha256 || manifest.version !== command.package.version || manifest.product !== command.package.product) {
+        throw new RefusedPackageError(`the package the master served is not the one it announced (${manifest.product} ${manifest.version} instead of ${command.package.product} ${command.package.version}, or another payload)`);
+      }
     } catch (err) {
       await rm(p.part, { force: true });
       if (err instanceof PackageRejectedError || err instanceof RefusedPackageError) this.log.warn('package refused', { sha256, reason: err.message });

@@ -36,7 +36,7 @@ export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
 export const commandSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
   type: z.enum(['propagate', 'apply']),
-  package: z.object({ sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
+  package: z.object({ sha256, payloadSha256: sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
   allowDowngrade: z.boolean(),
 });
 export type AgentCommand = z.infer<typeof commandSchema>;

@@ -176,7 +176,7 @@ export async function extractPayload(
 
 function streamPayload(packageFile: string, writer: PayloadWriter): Promise<{ size: number; sha256: string }> {
   return new Promise((resolve, reject) => {
-    const input = createReadStream(packageFile);
+    const input = createReadStream(packageFile, { highWaterMark: 1024 * 1024 });
     const outer = new Parser({ strict: true });
     const inner = new Parser({ strict: true });
     const hash = createHash('sha256');

@@ -87,6 +87,7 @@ export interface Command {
   packageId: number | null;
   packageName: string;
   packageSha256: string;
+  payloadSha256: string;
   packageSize: number;
   product: string;
   version: string;

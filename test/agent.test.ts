@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, readlink, stat, writeFile, access } from 'node:fs/promises';
+import { readFile, readlink, stat, access } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -8,6 +8,7 @@ import { runAgentToExit, startAgentProcess, type AgentProcess } from './helpers/
 import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
+import { flipPayloadByte } from './helpers/tamper.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -167,12 +168,24 @@ describe('mailbox mode', () => {
   it('refuses a package altered on the master', async () => {
     const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.4.0'));
     const stored = await m.services.packages.get(pkgId);
-    const file = m.store.pathFor(stored.sha256);
-    const bytes = await readFile(file);
-    bytes[bytes.length - 2000] = (bytes[bytes.length - 2000] ?? 0) ^ 0xff;
-    await writeFile(file, bytes);
+    await flipPayloadByte(m.store.pathFor(stored.sha256));
     const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
-    assert.deepEqual([result.state, result.message], ['failed', 'the package the master served does not match its checksum (altered on the master or in transit)']);
+    assert.deepEqual([result.state, result.message], ['failed', 'This update package is corrupt: payload checksum does not match the manifest']);
+    assert.equal((await serverView(agent.serverId))?.version, '6.0.0');
+  });
+
+  it('refuses another validly signed package served in place of the announced one', async () => {
+    const announced = await upload(await makeRelease(work, pki.good.rsa, '6.4.5'));
+    const other = await makeRelease(work, pki.good.rsa, '6.4.6');
+    const stored = await m.services.packages.get(announced);
+    const { copyFile, stat: statFile } = await import('node:fs/promises');
+    await copyFile(other, m.store.pathFor(stored.sha256));
+    const sameSize = (await statFile(other)).size === stored.size;
+    const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: announced })).id);
+    assert.equal(result.state, 'failed');
+    assert.match(result.message, sameSize
+      ? /^the package the master served is not the one it announced \(watchdoc 6\.4\.6 instead of watchdoc 6\.4\.5, or another payload\)$/
+      : /^the package the master served is not the one it announced \(\d+ bytes instead of \d+\)$/);
     assert.equal((await serverView(agent.serverId))?.version, '6.0.0');
   });
 

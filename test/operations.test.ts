@@ -9,6 +9,7 @@ import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js
 import { BASIC, createTestMaster, listenMaster, loginAgent, openMaster } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
+import { flipPayloadByte } from './helpers/tamper.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -195,14 +196,11 @@ describe('refusals reach the report', () => {
     await agent(d, 'refuse-2', 'bidirectional');
     const pkg = await upload(d, '6.2.0');
     const stored = await d.m.services.packages.get(pkg);
-    const file = d.m.store.pathFor(stored.sha256);
-    const bytes = await readFile(file);
-    bytes[bytes.length - 1500] = (bytes[bytes.length - 1500] ?? 0) ^ 0x55;
-    await (await import('node:fs/promises')).writeFile(file, bytes);
+    await flipPayloadByte(d.m.store.pathFor(stored.sha256));
     const tampered = await waitOperation(d, await operate(d, { action: 'apply', package: pkg, servers: 'all' }));
     assert.equal(tampered.state, 'failed');
     assert.deepEqual(tampered.targets.map((t) => [t.state, t.message]),
-      [['failed', 'the package the master served does not match its checksum (altered on the master or in transit)'], ['failed', 'the package the master served does not match its checksum (altered on the master or in transit)']]);
+      [['failed', 'This update package is corrupt: payload checksum does not match the manifest'], ['failed', 'This update package is corrupt: payload checksum does not match the manifest']]);
 
     const good = await upload(d, '6.1.5');
     assert.equal((await waitOperation(d, await operate(d, { action: 'apply', package: good, servers: 'all' }))).state, 'succeeded');

@@ -161,4 +161,13 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX command_events_command ON command_events (command_id, id);
     `,
   },
+  {
+    version: 4,
+    name: 'payload checksum of each command',
+    sql: `
+      -- What the slave checks the verified manifest against (the package's payload SHA-256).
+      ALTER TABLE commands ADD COLUMN payload_sha256 TEXT NOT NULL DEFAULT '';
+      UPDATE commands SET payload_sha256 = COALESCE((SELECT p.payload_sha256 FROM packages p WHERE p.id = commands.package_id), '');
+    `,
+  },
 ];

@@ -19,7 +19,7 @@ export function toAgentCommand(c: Command): AgentCommand {
   return {
     id: c.id,
     type: c.type,
-    package: { sha256: c.packageSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
+    package: { sha256: c.packageSha256, payloadSha256: c.payloadSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
     allowDowngrade: c.allowDowngrade,
   };
 }

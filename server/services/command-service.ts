@@ -26,7 +26,7 @@ export class CommandService {
     const now = new Date().toISOString();
     const command: Command = {
       id: input.id ?? randomUUID(), operationId: null, serverId: server.id, serverName: server.name, type: input.type, packageId: pkg.id, packageName: pkg.name,
-      packageSha256: pkg.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade ?? false,
+      packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade ?? false,
       state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', versionBefore: server.version,
       versionAfter: null, attempts: 0, nextAttemptAt: null, deadlineAt: null, createdAt: now, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: now,
     };

@@ -92,7 +92,7 @@ export class OperationService {
         const mailbox = server.mode === 'mailbox';
         await commands.insert({
           id: randomUUID(), operationId: opId, serverId: server.id, serverName: server.name, type: input.action, packageId: pkg.id, packageName: pkg.name,
-          packageSha256: pkg.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade,
+          packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade,
           // Bidirectional targets wait for a transfer slot; mailbox targets wait for their slave to call.
           state: mailbox ? 'queued' : 'held',
           message: mailbox ? 'waiting for the slave to call in' : 'waiting for a transfer slot',

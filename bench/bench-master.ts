@@ -33,5 +33,5 @@ server.listen(config.port, '127.0.0.1', () => {
 });
 process.on('SIGTERM', () => {
   server.close();
-  void services.engine.stop().then(() => services.dispatcher.stop()).then(() => db.close()).then(() => process.exit(0));
+  void services.engine.stop().then(() => services.dispatcher.stop()).then(() => services.agents.flush()).then(() => db.close()).then(() => process.exit(0));
 });

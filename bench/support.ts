@@ -65,7 +65,9 @@ export interface BenchMaster {
 
 /** The benchmark master (bench-master.ts) as a child process. */
 export function startBenchMaster(args: string[], env: NodeJS.ProcessEnv): Promise<BenchMaster> {
-  const child = spawn(process.execPath, [path.join(BENCH_DIR, 'bench-master.js'), '--port', '0', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_PROFILE=1: the master writes a V8 CPU profile (bench/results/profiles) when it stops.
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(BENCH_DIR, '..', '..', 'bench', 'results', 'profiles')}`] : [];
+  const child = spawn(process.execPath, [...profile, path.join(BENCH_DIR, 'bench-master.js'), '--port', '0', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));

@@ -68,6 +68,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
       clearTimeout(force);
       await services.engine.stop();
       await services.dispatcher.stop();
+      await services.agents.flush();
       await db.close();
       log.info('master stopped');
     })();

@@ -50,17 +50,23 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   const packagesRepo = new PackagesRepo(db);
   let key: Promise<MasterKey> | null = null;
   const masterKey = () => (key ??= loadMasterKey(config.dataDir));
-  const agents = new AgentService(serversRepo, commandsRepo, settings, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute });
+  const agents = new AgentService(db, serversRepo, commandsRepo, settings, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute });
   const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
   const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log);
-  commands.onQueued = () => dispatcher.kick();
+  commands.onQueued = (ids) => {
+    agents.markWork(ids);
+    dispatcher.kick();
+  };
   const engine = new OperationsEngine(commandsRepo, new OperationsRepo(db), serversRepo, log,
     { parallelTransfers: config.parallelTransfers, bidirectionalDeadlineMs: config.bidirectionalDeadlineMs, tickMs: 1000 }, () => dispatcher.kick());
   // Every change of a target (agent result, delivery, failure to deliver) may free a slot or end an operation.
   agents.on('command', () => engine.kick());
   const operations = new OperationService(db, packagesRepo, serversRepo, settings, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs }, log);
   operations.onChange = () => engine.kick();
+  operations.onQueued = (ids) => agents.markWork(ids);
+  const servers = new ServerService(serversRepo, settings, config, log);
+  servers.onRemoved = (id) => agents.forget(id);
   return {
     auth: new AuthService(settingsRepo, new SessionsRepo(db), log),
     settings,
@@ -71,7 +77,7 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
       isInUse: (id) => commandsRepo.packageInUse(id),
       log,
     }),
-    servers: new ServerService(serversRepo, settings, config, log),
+    servers,
     agents,
     commands,
     operations,
@@ -85,6 +91,7 @@ export async function bootstrapMaster(services: MasterServices, config: Readonly
   const { generatedPassword } = await services.auth.bootstrap(config.adminPassword);
   const { generatedEnrollToken } = await services.settings.init(config);
   const recovered = await services.packages.recover();
+  await services.agents.loadWorkIndex();
   await services.auth.purgeExpiredSessions();
   return { generatedPassword, generatedEnrollToken, recovered };
 }

@@ -132,6 +132,7 @@ describe('mailbox mode', () => {
     await finished(command.id);
     const runs = (await readFile(path.join(data, 'hook-log.txt'), 'utf8')).split('\n').filter((l) => l.includes('apply') && l.includes('6.2.1')).length;
     await m.db.run("UPDATE commands SET state = 'queued', message = 'redelivered' WHERE id = ?", [command.id]);
+    m.services.agents.markWork([agent.serverId]);
     const again = await finished(command.id);
     assert.deepEqual([again.state, again.message], ['succeeded', 'installed watchdoc 6.2.1']);
     const after = (await readFile(path.join(data, 'hook-log.txt'), 'utf8')).split('\n').filter((l) => l.includes('apply') && l.includes('6.2.1')).length;

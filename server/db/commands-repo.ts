@@ -106,6 +106,10 @@ export class CommandsRepo {
     return (await this.db.all<CommandRow>(`SELECT * FROM commands WHERE server_id = ? AND state IN ('queued', 'delivered') ORDER BY created_at, id`, [serverId])).map(toCommand);
   }
 
+  async serversWithOpenWork(): Promise<number[]> {
+    return (await this.db.all<{ server_id: number }>("SELECT DISTINCT server_id FROM commands WHERE state IN ('queued', 'delivered') AND server_id IS NOT NULL")).map((r) => r.server_id);
+  }
+
   async listForServer(serverId: number): Promise<Command[]> {
     return (await this.db.all<CommandRow>('SELECT * FROM commands WHERE server_id = ? ORDER BY created_at, id', [serverId])).map(toCommand);
   }

@@ -74,4 +74,12 @@ export class ServersRepo {
       [status.mode, status.address, status.product, status.version, JSON.stringify(status.staged), status.freeDiskBytes, now, id],
     );
   }
+
+  /** Moves last_seen for servers whose status did not change (one statement per 500). */
+  async touch(ids: number[], at: string): Promise<void> {
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      await this.db.run(`UPDATE servers SET last_seen = ? WHERE id IN (${chunk.map(() => '?').join(', ')})`, [at, ...chunk]);
+    }
+  }
 }

@@ -8,8 +8,8 @@ import type { Logger } from '../../lib/logger.js';
 
 /** Queues work for one slave. The operations engine builds on this; tests drive it directly. */
 export class CommandService {
-  /** Called after a command is queued, so the dispatcher can push it at once. */
-  onQueued: () => void = () => undefined;
+  /** Called after a command is queued for a server (the dispatcher pushes it, mailbox polls find it). */
+  onQueued: (serverIds: number[]) => void = () => undefined;
 
   constructor(
     private readonly commands: CommandsRepo,
@@ -32,7 +32,7 @@ export class CommandService {
     };
     await this.commands.insert(command);
     this.log.info('command queued', { commandId: command.id, server: server.name, type: command.type, package: pkg.name, version: pkg.version });
-    this.onQueued();
+    this.onQueued([server.id]);
     return command;
   }
 

@@ -50,6 +50,8 @@ export function countTargets(states: Record<string, number>): TargetCounts {
 export class OperationService {
   /** Called after an operation is created or changed, so the engine acts at once. */
   onChange: () => void = () => undefined;
+  /** Called with the servers that got new work. */
+  onQueued: (serverIds: number[]) => void = () => undefined;
 
   constructor(
     private readonly db: Database,
@@ -103,6 +105,7 @@ export class OperationService {
       }
       return opId;
     });
+    this.onQueued(targets.map((t) => t.id));
     this.log.info('operation started', { operationId: id, action: input.action, package: pkg.name, version: pkg.version, targets: targets.length, user: input.user });
     this.onChange();
     return (await new OperationsRepo(this.db).findById(id)) as Operation;

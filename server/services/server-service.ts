@@ -18,6 +18,8 @@ export interface Parity {
 export class ServerService {
   /** The URL the master listens at, once main.ts knows it (the configured port may be 0). */
   private masterUrl: string | null = null;
+  /** Told when a slave is removed, so nothing keeps trusting its credentials. */
+  onRemoved: (id: number) => void = () => undefined;
 
   constructor(
     private readonly servers: ServersRepo,
@@ -65,6 +67,7 @@ export class ServerService {
     const found = await this.servers.findById(id);
     if (!found) throw new NotFoundError(`There is no slave server with id ${id}`);
     await this.servers.delete(id);
+    this.onRemoved(id);
     this.log.info('server removed', { id, name: found.name, user });
   }
 }

@@ -37,7 +37,7 @@ export async function openMaster(dataDir: string, trustPath: string, overrides: 
   const services = createServices({ config, db, store, log });
   await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });
-  return { app, dir: dataDir, config, db, store, services, logs: log.lines, stop: () => db.close() };
+  return { app, dir: dataDir, config, db, store, services, logs: log.lines, stop: async () => { await services.agents.flush(); await db.close(); } };
 }
 
 export async function createTestMaster(trustPath: string, overrides: Partial<MasterConfig> = {}): Promise<TestMaster & { cleanup(): Promise<void> }> {

@@ -3,9 +3,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { startAgentProcess, type AgentProcess } from '../test/helpers/agent-process.js';
 import { makePackage } from '../test/helpers/openssl-package.js';
+import { makeRandomPayload } from '../test/helpers/random-payload.js';
 import { startMasterProcess } from '../test/helpers/master-process.js';
 import type { BenchContext } from './run.js';
-import { MAKE_RANDOM_PAYLOAD, pool, round, seconds, sh, type Figure } from './support.js';
+import { pool, round, seconds, sh, type Figure } from './support.js';
 
 const AGENTS = 20;
 
@@ -50,7 +51,7 @@ async function nginxReference(ctx: BenchContext, file: string): Promise<number> 
 export async function fanoutScenario(ctx: BenchContext): Promise<Figure[]> {
   const size = ctx.quick ? 64 * 1024 ** 2 : 256 * 1024 ** 2;
   const payload = path.join(ctx.work, 'fanout-payload.tar.gz');
-  await sh('python3', ['-c', MAKE_RANDOM_PAYLOAD, payload, String(size)]);
+  await makeRandomPayload(payload, size);
   const serveDir = path.join(ctx.work, 'fanout-serve');
   await mkdir(serveDir, { recursive: true });
   const file = await makePackage(serveDir, 'fanout', { publisher: ctx.publisher, payloadFile: payload, version: '1.0' });

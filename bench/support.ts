@@ -90,17 +90,3 @@ export async function pool<T>(items: T[], limit: number, task: (item: T, index: 
     }
   }));
 }
-
-export const MAKE_RANDOM_PAYLOAD = `
-import os, sys, tarfile
-out, size = sys.argv[1], int(sys.argv[2])
-class Random:
-    def __init__(self, n): self.left = n
-    def read(self, n=-1):
-        n = self.left if n < 0 else min(n, self.left)
-        self.left -= n
-        return os.urandom(n)
-with tarfile.open(out, 'w:gz', compresslevel=0) as tar:
-    info = tarfile.TarInfo('data/blob.bin'); info.size = size
-    tar.addfile(info, Random(size))
-`;

@@ -1,15 +1,16 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { makePackage } from '../test/helpers/openssl-package.js';
+import { makeRandomPayload } from '../test/helpers/random-payload.js';
 import { startMasterProcess } from '../test/helpers/master-process.js';
 import type { BenchContext } from './run.js';
-import { MAKE_RANDOM_PAYLOAD, peakRssMb, round, seconds, sh, type Figure } from './support.js';
+import { peakRssMb, round, seconds, sh, type Figure } from './support.js';
 
 /** 1. A large package uploaded with curl: wall time and the master's peak memory. */
 export async function uploadScenario(ctx: BenchContext): Promise<Figure[]> {
   const size = ctx.quick ? 256 * 1024 ** 2 : 1024 ** 3;
   const payload = path.join(ctx.work, 'upload-payload.tar.gz');
-  await sh('python3', ['-c', MAKE_RANDOM_PAYLOAD, payload, String(size)]);
+  await makeRandomPayload(payload, size);
   const file = await makePackage(ctx.work, 'upload', { publisher: ctx.publisher, payloadFile: payload, version: '1.0' });
   await rm(payload);
 

@@ -1,13 +1,13 @@
-import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { create as createTar } from 'tar';
 import { OID_CODE_SIGNING, type CertificateInfo } from './certificate.js';
 import { parseSignerPem } from './cert-chain.js';
 import { ValidationError, errorMessage, PackageRejectedError } from './errors.js';
+import { hashingTap } from './hashing-tap.js';
 import { PAYLOAD_MEMBER, parseManifest, serializeManifest, type Manifest } from './manifest.js';
 
 export interface BuildOptions {
@@ -75,17 +75,9 @@ function chainWarnings(signer: CertificateInfo, now: Date): string[] {
 
 /** Writes the payload tarball while hashing it, so it is read from disk once. */
 async function writePayload(payloadDir: string, dest: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      hash.update(chunk);
-      size += chunk.length;
-      done(null, chunk);
-    },
-  });
-  await pipeline(createTar({ cwd: payloadDir, gzip: true, portable: true }, ['.']), tap, createWriteStream(dest));
-  return { size, sha256: hash.digest('hex') };
+  const tap = hashingTap();
+  await pipeline(createTar({ cwd: payloadDir, gzip: true, portable: true }, ['.']), tap.stream, createWriteStream(dest));
+  return tap.result();
 }
 
 const withoutMillis = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');

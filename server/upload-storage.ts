@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import type multer from 'multer';
+import { hashingTap } from '../lib/hashing-tap.js';
 import type { PackageStore } from './package-store.js';
 
 /** What the upload storage adds to multer's file: the SHA-256 computed while the file streamed. */
@@ -22,22 +21,14 @@ export function hashingStorage(store: PackageStore): multer.StorageEngine {
   return {
     _handleFile(req: Request, file: Express.Multer.File, callback: HandleCallback) {
       const target = store.newTempPath();
-      const hash = createHash('sha256');
-      let size = 0;
-      const tap = new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          hash.update(chunk);
-          size += chunk.length;
-          done(null, chunk);
-        },
-      });
+      const tap = hashingTap();
       // A client that disconnects mid-upload ends the request without ending the file stream.
       const onAbort = () => file.stream.destroy(new Error('the client disconnected during the upload'));
       req.once('close', () => {
         if (!req.complete) onAbort();
       });
-      pipeline(file.stream, tap, createWriteStream(target, { flags: 'wx', mode: 0o600 }))
-        .then(() => callback(null, { path: target, size, sha256: hash.digest('hex') }))
+      pipeline(file.stream, tap.stream, createWriteStream(target, { flags: 'wx', mode: 0o600 }))
+        .then(() => callback(null, { path: target, ...tap.result() }))
         .catch(async (err: Error) => {
           await rm(target, { force: true });
           callback(err);

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 import { makePackage } from './helpers/openssl-package.js';
-import { must, ROOT, run, tempDir } from './helpers/run.js';
+import { makeRandomPayload } from './helpers/random-payload.js';
+import { ROOT, run, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
 // Memory, not time: the verifier and the extractor stream, so a package 500 times larger must not
@@ -19,24 +20,9 @@ before(async () => {
 });
 after(() => cleanup());
 
-// A payload of incompressible bytes, gzip level 0, so payload.tar.gz really is that large.
-const MAKE_PAYLOAD = `
-import os, sys, tarfile
-out, size = sys.argv[1], int(sys.argv[2])
-class Random:
-    def __init__(self, n): self.left = n
-    def read(self, n=-1):
-        n = self.left if n < 0 else min(n, self.left)
-        self.left -= n
-        return os.urandom(n)
-with tarfile.open(out, 'w:gz', compresslevel=0) as tar:
-    info = tarfile.TarInfo('data/blob.bin'); info.size = size
-    tar.addfile(info, Random(size))
-`;
-
 async function measure(label: string, bytes: number): Promise<{ maxRssKb: number; payloadSize: number; bytes: number }> {
   const payloadFile = path.join(work, `${label}.payload.tar.gz`);
-  await must('python3', ['-c', MAKE_PAYLOAD, payloadFile, String(bytes)]);
+  await makeRandomPayload(payloadFile, bytes);
   const file = await makePackage(work, label, { publisher: pki.good.rsa, payloadFile });
   const result = await run(process.execPath, [path.join(ROOT, 'dist', 'test', 'helpers', 'measure-memory.js'), file, pki.root, path.join(work, `${label}.release`)]);
   assert.equal(result.code, 0, result.stderr);

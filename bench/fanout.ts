@@ -1,22 +1,14 @@
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { startAgentProcess, type AgentProcess } from '../test/helpers/agent-process.js';
 import { makePackage } from '../test/helpers/openssl-package.js';
 import { makeRandomPayload } from '../test/helpers/random-payload.js';
 import { startMasterProcess } from '../test/helpers/master-process.js';
+import { freePort } from '../test/helpers/run.js';
 import type { BenchContext } from './run.js';
 import { pool, round, seconds, sh, type Figure } from './support.js';
 
 const AGENTS = 20;
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** nginx (Debian's) serving the file to 20 parallel curl downloads, each followed by sha256sum. */
 async function nginxReference(ctx: BenchContext, file: string): Promise<number> {

@@ -1,6 +1,6 @@
 import { AGENT_HELP, loadAgentConfig } from '../agent/config.js';
 import { startAgent } from '../agent/main.js';
-import type { CliIo } from './io.js';
+import { untilSignal, type CliIo } from './io.js';
 
 export { AGENT_HELP };
 
@@ -9,14 +9,6 @@ export async function agentCommand(args: string[], io: CliIo): Promise<number> {
   const config = loadAgentConfig(args, io.env);
   const agent = await startAgent(config);
   io.err(`Propagator agent "${agent.identity.name}" (${config.mode}) enrolled as server ${agent.identity.serverId} with ${config.masterUrl}${agent.address ? `, listening at ${agent.address}` : ''}`);
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      agent.close().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilSignal(() => agent.close());
   return 0;
 }

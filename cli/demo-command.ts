@@ -9,7 +9,7 @@ import { buildPackage } from '../lib/package-builder.js';
 import { randomToken } from '../server/secrets.js';
 import { loadMasterConfig } from '../server/config.js';
 import { startMaster, type RunningMaster } from '../server/main.js';
-import type { CliIo } from './io.js';
+import { untilSignal, type CliIo } from './io.js';
 
 export const DEMO_HELP = `propagator demo [--dir DIR] [--port N]
     Starts a whole domain on this machine: a master (http://localhost:8080 by default) and three
@@ -97,15 +97,7 @@ Propagator demo is running.
   ${path.join(root, 'certs')} to sign your own packages. Logs: ${logFile}
   Ctrl-C stops everything.`);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilSignal();
   io.out('\nStopping the agents and the master…');
   await stopAll();
   io.out('Stopped.');

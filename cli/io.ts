@@ -15,3 +15,16 @@ export const processIo: CliIo = {
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** Resolves on the first SIGTERM or SIGINT, after `stop` (a service's graceful close) has run. */
+export function untilSignal(stop: () => Promise<void> = async () => undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const onSignal = () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      stop().then(resolve, resolve);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

@@ -1,6 +1,6 @@
 import { loadMasterConfig, MASTER_OPTIONS_HELP } from '../server/config.js';
 import { startMaster } from '../server/main.js';
-import type { CliIo } from './io.js';
+import { untilSignal, type CliIo } from './io.js';
 
 export const MASTER_HELP = MASTER_OPTIONS_HELP;
 
@@ -8,14 +8,6 @@ export const MASTER_HELP = MASTER_OPTIONS_HELP;
 export async function masterCommand(args: string[], io: CliIo): Promise<number> {
   const config = loadMasterConfig(args, io.env);
   const master = await startMaster(config, { announce: (text) => io.err(text) });
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      master.close().then(resolve, resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilSignal(() => master.close());
   return 0;
 }

@@ -106,6 +106,29 @@ export interface Command {
   updatedAt: string;
 }
 
+/** A new command for a slave: what the package and the server say, nothing done yet. */
+export function newCommand(input: {
+  id: string;
+  operationId: number | null;
+  server: SlaveRecord;
+  pkg: StoredPackage;
+  type: CommandType;
+  allowDowngrade: boolean;
+  state: 'held' | 'queued';
+  message: string;
+  deadlineAt: string | null;
+  at: string;
+}): Command {
+  const { server, pkg, at } = input;
+  return {
+    id: input.id, operationId: input.operationId, serverId: server.id, serverName: server.name, type: input.type,
+    packageId: pkg.id, packageName: pkg.name, packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size,
+    product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade, state: input.state, message: input.message,
+    versionBefore: server.version, versionAfter: null, attempts: 0, nextAttemptAt: null, deadlineAt: input.deadlineAt,
+    createdAt: at, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: at,
+  };
+}
+
 export type OperationAction = 'propagate' | 'apply';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 export type TargetState = 'pending' | 'running' | 'succeeded' | 'failed' | 'timedout' | 'cancelled';

@@ -1,18 +1,20 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { access, readFile, readlink } from 'node:fs/promises';
-import net from 'node:net';
+import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { signRequest } from '../lib/request-signing.js';
 import type { Command } from '../server/domain.js';
+import { loadMasterKey } from '../server/master-key.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { startCuttingProxy } from './helpers/cutting-proxy.js';
 import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
-import { waitFor } from './helpers/master-process.js';
+import { startMasterProcess, waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
-import { tempDir } from './helpers/run.js';
+import { BIN, freePort, must, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
 const TOKEN = 'modes-enrollment-token-0123456789';
@@ -38,14 +40,6 @@ after(async () => {
   await m.cleanup();
   await cleanup();
 });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function start(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], options: { token?: boolean; masterUrl?: string; trust?: string } = {}) {
   const data = path.join(work, `agent-${name}`);
@@ -90,7 +84,7 @@ describe('bidirectional mode', () => {
     const intruder = generateKeyPairSync('ed25519').privateKey;
     const forged = await post(signRequest(intruder, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }));
     assert.deepEqual([forged.status, await forged.json()], [401, { error: 'the request signature does not match the master key' }]);
-    const { privateKey } = await import('../server/master-key.js').then((k) => k.loadMasterKey(m.dir));
+    const { privateKey } = await loadMasterKey(m.dir);
     const otherAgent = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId + 100 }));
     assert.equal(otherAgent.status, 401, 'a signature made for another agent');
     const stale = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }, Date.now() - 10 * 60_000));
@@ -166,8 +160,6 @@ describe('what the agent checks and survives', () => {
 
 describe('TLS', () => {
   it('enrolls with a master over HTTPS whose certificate it trusts with --ca', async () => {
-    const { must } = await import('./helpers/run.js');
-    const { startMasterProcess } = await import('./helpers/master-process.js');
     const cert = path.join(work, 'master-tls.pem');
     const key = path.join(work, 'master-tls.key');
     await must('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
@@ -176,7 +168,6 @@ describe('TLS', () => {
     try {
       const { agent } = await start('tls-agent', 'mailbox', ['--ca', cert], { masterUrl: tlsMaster.url });
       const auth = `Basic ${Buffer.from('admin:tls-admin-password').toString('base64')}`;
-      const https = await import('node:https');
       const ca = await readFile(cert);
       const body = await new Promise<string>((resolve, reject) => {
         https.get(`${tlsMaster.url}/api/servers`, { ca, headers: { authorization: auth } }, (res) => {
@@ -189,8 +180,6 @@ describe('TLS', () => {
       assert.deepEqual(servers.filter((s) => s.id === agent.serverId).map((s) => [s.name, s.status]), [['tls-agent', 'online']]);
       await agent.stop();
       // Without --ca, the agent cannot trust the master: it says why and keeps retrying.
-      const { spawn } = await import('node:child_process');
-      const { BIN } = await import('./helpers/run.js');
       const child = spawn(process.execPath, [BIN, 'agent', '--master', tlsMaster.url, '--name', 'tls-no-ca', '--mode', 'mailbox',
         '--data', path.join(work, 'tls-no-ca'), '--trust', pki.root, '--enroll-token', TOKEN], { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, readlink, stat, access } from 'node:fs/promises';
+import { access, copyFile, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -179,9 +179,8 @@ describe('mailbox mode', () => {
     const announced = await upload(await makeRelease(work, pki.good.rsa, '6.4.5'));
     const other = await makeRelease(work, pki.good.rsa, '6.4.6');
     const stored = await m.services.packages.get(announced);
-    const { copyFile, stat: statFile } = await import('node:fs/promises');
     await copyFile(other, m.store.pathFor(stored.sha256));
-    const sameSize = (await statFile(other)).size === stored.size;
+    const sameSize = (await stat(other)).size === stored.size;
     const result = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: announced })).id);
     assert.equal(result.state, 'failed');
     assert.match(result.message, sameSize
@@ -217,7 +216,6 @@ describe('release housekeeping', () => {
       const done = await finished((await m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkgId })).id);
       assert.equal(done.state, 'succeeded', done.message);
     }
-    const { readdir } = await import('node:fs/promises');
     assert.deepEqual((await readdir(path.join(data, 'releases'))).sort(), ['7.2', '7.3', '7.4']);
     assert.equal(await readlink(path.join(data, 'current')), path.join('releases', '7.4'));
     assert.deepEqual((await readdir(path.join(data, 'staging'))), [], 'installed packages leave the staging folder');

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { makePackage } from './helpers/openssl-package.js';
-import { ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, loginAgent } from './helpers/master.js';
+import { ServersRepo } from '../server/db/servers-repo.js';
+import { ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './helpers/master.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -192,7 +193,6 @@ describe('rate limits', () => {
     const busy = await createTestMaster(pki.root, { loginAttemptsPerWindow: 3, enrollToken: 'busy-enrollment-token-0123456789' });
     try {
       await busy.services.settings.init({ product: null, productVersion: null, enrollToken: 'busy-enrollment-token-0123456789' });
-      const { listenMaster } = await import('./helpers/master.js');
       const served = await listenMaster(busy);
       try {
         const status = (i: number) => ({ name: `burst-${i}`, mode: 'mailbox', address: null, product: 'watchdoc', version: '1.0', staged: [], freeDiskBytes: null });
@@ -258,7 +258,6 @@ describe('a domain of 1,000 servers', () => {
   it('pages and searches Print servers, and pages an operation report', async () => {
     const big = await createTestMaster(pki.root);
     try {
-      const { ServersRepo } = await import('../server/db/servers-repo.js');
       await big.db.transaction(async (tx) => {
         const repo = new ServersRepo(tx);
         for (let i = 1; i <= 1000; i++) {

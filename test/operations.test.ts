@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -10,7 +9,7 @@ import { BASIC, createTestMaster, listenMaster, loginAgent, openMaster } from '.
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { flipPayloadByte } from './helpers/tamper.js';
-import { tempDir } from './helpers/run.js';
+import { freePort, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
 const TOKEN = 'operations-enrollment-token-012345';
@@ -35,14 +34,6 @@ interface Domain {
   m: Awaited<ReturnType<typeof createTestMaster>>;
   url: string;
   api: () => supertest.Agent;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function domain(overrides: Partial<MasterConfig> = {}, productVersion = '6.2.0'): Promise<Domain> {
@@ -159,7 +150,7 @@ describe('slaves that are away', () => {
     const port = await freePort();
     const fixed = ['--host', '127.0.0.1', '--port', String(port)];
     const gone = await agent(d, 'timeout-bidi', 'bidirectional', fixed);
-    const fine = await agent(d, 'timeout-mail', 'mailbox');
+    await agent(d, 'timeout-mail', 'mailbox');
     await gone.agent.stop();
     const pkg = await upload(d, '6.2.0');
     const first = await waitOperation(d, await operate(d, { action: 'apply', package: pkg, servers: 'all' }));
@@ -168,7 +159,6 @@ describe('slaves that are away', () => {
     assert.equal(timedOut?.state, 'timedout');
     assert.match(timedOut?.message ?? '', /^the slave could not be reached before the deadline \(cannot reach the agent at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
     assert.equal(first.targets.find((t) => t.server === 'timeout-mail')?.state, 'succeeded');
-    void fine;
     await agent(d, 'timeout-bidi', 'bidirectional', fixed, false);
     const retry = await d.api().post(`/api/operations/${first.id}/retry`).expect(202);
     const second = await waitOperation(d, retry.body.id);

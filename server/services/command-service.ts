@@ -3,7 +3,7 @@ import { NotFoundError, ValidationError } from '../../lib/errors.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
 import type { PackagesRepo } from '../db/packages-repo.js';
 import type { ServersRepo } from '../db/servers-repo.js';
-import type { Command, CommandType } from '../domain.js';
+import { newCommand, type Command, type CommandType } from '../domain.js';
 import type { Logger } from '../../lib/logger.js';
 
 /** Queues work for one slave. The operations engine builds on this; tests drive it directly. */
@@ -23,13 +23,10 @@ export class CommandService {
     if (!server) throw new NotFoundError(`There is no slave server with id ${input.serverId}`);
     const pkg = await this.packages.findById(input.packageId);
     if (!pkg || pkg.state !== 'valid') throw new ValidationError(`There is no valid update with id ${input.packageId}`);
-    const now = new Date().toISOString();
-    const command: Command = {
-      id: input.id ?? randomUUID(), operationId: null, serverId: server.id, serverName: server.name, type: input.type, packageId: pkg.id, packageName: pkg.name,
-      packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade ?? false,
-      state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', versionBefore: server.version,
-      versionAfter: null, attempts: 0, nextAttemptAt: null, deadlineAt: null, createdAt: now, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: now,
-    };
+    const command = newCommand({
+      id: input.id ?? randomUUID(), operationId: null, server, pkg, type: input.type, allowDowngrade: input.allowDowngrade ?? false,
+      state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', deadlineAt: null, at: new Date().toISOString(),
+    });
     await this.commands.insert(command);
     this.log.info('command queued', { commandId: command.id, server: server.name, type: command.type, package: pkg.name, version: pkg.version });
     this.onQueued([server.id]);

@@ -7,7 +7,7 @@ import { OperationsRepo } from '../db/operations-repo.js';
 import type { PackagesRepo } from '../db/packages-repo.js';
 import type { ServersRepo } from '../db/servers-repo.js';
 import {
-  targetState, type Command, type CommandEvent, type Operation, type OperationAction, type OperationState, type SlaveRecord, type TargetCounts,
+  newCommand, targetState, type Command, type CommandEvent, type Operation, type OperationAction, type OperationState, type SlaveRecord, type TargetCounts,
 } from '../domain.js';
 import { PackageService } from './package-service.js';
 import { propagationBlocker } from './propagation-rules.js';
@@ -92,16 +92,14 @@ export class OperationService {
       const commands = new CommandsRepo(tx);
       for (const server of targets) {
         const mailbox = server.mode === 'mailbox';
-        await commands.insert({
-          id: randomUUID(), operationId: opId, serverId: server.id, serverName: server.name, type: input.action, packageId: pkg.id, packageName: pkg.name,
-          packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size, product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade,
+        await commands.insert(newCommand({
+          id: randomUUID(), operationId: opId, server, pkg, type: input.action, allowDowngrade: input.allowDowngrade,
           // Bidirectional targets wait for a transfer slot; mailbox targets wait for their slave to call.
           state: mailbox ? 'queued' : 'held',
           message: mailbox ? 'waiting for the slave to call in' : 'waiting for a transfer slot',
-          versionBefore: server.version, versionAfter: null, attempts: 0, nextAttemptAt: null,
           deadlineAt: mailbox ? new Date(now.getTime() + this.deadlines.mailboxMs).toISOString() : null,
-          createdAt: at, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: at,
-        });
+          at,
+        }));
       }
       return opId;
     });

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Express } from 'express';
 import supertest from 'supertest';
@@ -64,10 +66,9 @@ export async function loginAgent(app: Express, password = ADMIN_PASSWORD) {
 
 /** Serves a test master on a loopback port with its dispatcher running, as main.ts would. */
 export async function listenMaster(m: TestMaster, port = 0): Promise<{ url: string; close(): Promise<void> }> {
-  const { createServer } = await import('node:http');
   const server = createServer(m.app);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve()));
-  const bound = (server.address() as import('node:net').AddressInfo).port;
+  const bound = (server.address() as AddressInfo).port;
   m.services.dispatcher.start();
   m.services.engine.start();
   return {

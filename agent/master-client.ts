@@ -1,5 +1,7 @@
 import { createWriteStream } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { readFile, stat, truncate } from 'node:fs/promises';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import got, { HTTPError, type Got } from 'got';
 import {
@@ -7,6 +9,7 @@ import {
 } from '../lib/agent-protocol.js';
 import { errorMessage } from '../lib/errors.js';
 import { bearer, type Identity } from './identity.js';
+import { errorMessageOf, requestPackage } from './package-request.js';
 
 /** The master refused this agent's credentials or token (401): retrying will not help. */
 export class RefusedError extends Error {
@@ -49,11 +52,38 @@ function translate(err: unknown): Error {
   return new Error(`cannot reach the master: ${(err as { code?: string }).code ?? errorMessage(err)}`);
 }
 
+/**
+ * Told where each download attempt starts writing (0 for the whole file), it may return a function
+ * that sees that attempt's bytes, in order, as they are written.
+ */
+export type DownloadObserver = (from: number) => ((chunk: Buffer) => void) | null;
+
+function tap(see: (chunk: Buffer) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      see(chunk);
+      done(null, chunk);
+    },
+  });
+}
+
+/** The master answered a download with an error status (its own message included). */
+export class MasterAnswerError extends Error {
+  override name = 'MasterAnswerError';
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
 /** Everything the agent asks of the master. Bad answers are validated, never trusted. */
 export class MasterClient {
   private readonly http: Got;
 
-  constructor(private readonly masterUrl: string, ca: Buffer | null) {
+  private readonly baseUrl: URL;
+
+  constructor(masterUrl: string, private readonly ca: Buffer | null) {
+    // A trailing slash makes relative paths resolve under a master mounted below a path prefix.
+    this.baseUrl = new URL(masterUrl.endsWith('/') ? masterUrl : `${masterUrl}/`);
     this.http = got.extend({
       prefixUrl: masterUrl,
       retry: { limit: 0 },
@@ -84,12 +114,24 @@ export class MasterClient {
     }
   }
 
+  private async statusError(response: IncomingMessage): Promise<Error> {
+    const status = response.statusCode ?? 0;
+    const message = await errorMessageOf(response);
+    if (status === 401) return new RefusedError(message);
+    if (status === 429) {
+      const seconds = Number(response.headers['retry-after'] ?? 60);
+      return new RetryLaterError(message, (Number.isFinite(seconds) ? seconds : 60) * 1000);
+    }
+    return new MasterAnswerError(`the master answered ${status}: ${message}`, status);
+  }
+
   /**
    * Downloads a package into `partFile`, continuing from what is already there (HTTP Range).
    * Retries a cut connection with backoff; returns when the file has `size` bytes. What the bytes
-   * are worth is for the verifier to say, not for this transfer.
+   * are worth is for the verifier to say, not for this transfer; `observe` lets it see them as they
+   * are written.
    */
-  async download(identity: Identity, sha256: string, partFile: string, size: number, log: (msg: string, fields: Record<string, number | string>) => void): Promise<void> {
+  async download(identity: Identity, sha256: string, partFile: string, size: number, log: (msg: string, fields: Record<string, number | string>) => void, observe?: DownloadObserver): Promise<void> {
     const attempts = 8;
     for (let attempt = 1; ; attempt++) {
       let have = (await stat(partFile).catch(() => null))?.size ?? 0;
@@ -99,31 +141,30 @@ export class MasterClient {
       }
       if (have === size) return;
       try {
-        const stream = this.http.stream(`api/agent/packages/${sha256}`, {
-          headers: { authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
-          timeout: { request: undefined, socket: 60_000 },
-        });
-        const response = await new Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
-          stream.once('response', resolve);
-          stream.once('error', reject);
-        });
+        const response = await requestPackage(new URL(`api/agent/packages/${sha256}`, this.baseUrl), {
+          authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}),
+        }, this.ca, 60_000);
+        const status = response.statusCode ?? 0;
+        if (status !== 200 && status !== 206) throw await this.statusError(response);
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
-        const append = response.statusCode === 206;
+        const append = status === 206;
         const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);
         if (Number.isFinite(total) && total !== size) {
-          stream.destroy();
+          response.destroy();
           throw new WrongPackageError(`the package the master served is not the one it announced (${total} bytes instead of ${size})`);
         }
         if (have > 0) log(append ? 'download resumed' : 'download restarted', { sha256, from: append ? have : 0 });
-        await pipeline(stream, createWriteStream(partFile, { flags: append ? 'a' : 'w' }));
+        const see = observe?.(append ? have : 0);
+        const file = createWriteStream(partFile, { flags: append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
+        await (see ? pipeline(response, tap(see), file) : pipeline(response, file));
         if (((await stat(partFile)).size) === size) return;
         throw new Error('the download ended early');
       } catch (err) {
-        if (err instanceof WrongPackageError) throw err;
-        const translated = err instanceof RefusedError ? err : translate(err);
-        if (translated instanceof RefusedError || attempt >= attempts) throw translated;
-        if (err instanceof HTTPError && err.response.statusCode === 403) throw translated;
-        const delay = Math.min(30_000, 500 * 2 ** (attempt - 1));
+        // Retrying cannot help when the master refuses this agent or this package, or serves another one.
+        if (err instanceof WrongPackageError || err instanceof RefusedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
+        const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : translate(err);
+        if (attempt >= attempts) throw translated;
+        const delay = translated instanceof RetryLaterError ? translated.retryAfterMs : Math.min(30_000, 500 * 2 ** (attempt - 1));
         log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0 });
         await new Promise((r) => setTimeout(r, delay));
       }

@@ -4,7 +4,8 @@ import type { AgentCommand } from '../lib/agent-protocol.js';
 import { PackageRejectedError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
-import { verifyPackage } from '../lib/package-verifier.js';
+import { PackageArchiveReader, type PackageMembers } from '../lib/package-archive.js';
+import { verifyMembers, verifyPackage } from '../lib/package-verifier.js';
 import { loadTrustStore } from '../lib/trust-store.js';
 import { compareVersions } from '../lib/version.js';
 import { readJson, writeJsonAtomic } from './files.js';
@@ -74,9 +75,13 @@ export class Stager {
     }
   }
 
-  /** Verifies a file with this slave's trust store and checks; returns its manifest. */
-  async verify(file: string, installed: string | null, allowDowngrade: boolean): Promise<Manifest> {
-    const verified = await verifyPackage(file, { trust: await loadTrustStore(this.options.trustPath) });
+  /**
+   * Verifies a package with this slave's trust store and checks; returns its manifest. `read` is
+   * the container as a download already read it; without it, the file is read.
+   */
+  async verify(file: string, installed: string | null, allowDowngrade: boolean, read?: Promise<PackageMembers>): Promise<Manifest> {
+    const options = { trust: await loadTrustStore(this.options.trustPath) };
+    const verified = await (read ? verifyMembers(read, options) : verifyPackage(file, options));
     this.check(verified.manifest, installed, allowDowngrade);
     return verified.manifest;
   }
@@ -91,10 +96,19 @@ export class Stager {
       return existing;
     }
     const p = this.paths(sha256);
-    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields));
+    // The container is parsed and the payload hashed as the bytes arrive, so the file is not read
+    // again; a download that had to resume was not seen whole and is verified from the file.
+    let reader: PackageArchiveReader | null = null;
+    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), (from) => {
+      reader = from === 0 ? new PackageArchiveReader() : null;
+      const current = reader;
+      return current ? (chunk) => current.write(chunk) : null;
+    });
+    const seen = reader as PackageArchiveReader | null;
+    seen?.end();
     let manifest: Manifest;
     try {
-      manifest = await this.verify(p.part, installed, command.allowDowngrade);
+      manifest = await this.verify(p.part, installed, command.allowDowngrade, seen?.members);
       // The signed manifest is the binding between the file and the work: a master that serves
       // another package (even a validly signed one) than the one it announced is refused.
       if (manifest.payload.sha256 !== command.package.payloadSha256 || manifest.version !== command.package.version || manifest.product !== command.package.product) {

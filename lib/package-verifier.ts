@@ -2,7 +2,7 @@ import type { CertificateInfo } from './certificate.js';
 import { parseSignerPem, signatureMatches, verifyChain } from './cert-chain.js';
 import { corrupt, notSecure } from './errors.js';
 import { parseManifest, type Manifest } from './manifest.js';
-import { readPackageArchive } from './package-archive.js';
+import { readPackageArchive, type PackageMembers } from './package-archive.js';
 import type { TrustStore } from './trust-store.js';
 
 /** What a valid package is, as the master stores it and the CLI prints it. */
@@ -43,9 +43,17 @@ function summarize(cert: CertificateInfo): CertificateSummary {
  * stream: memory does not grow with the payload.
  */
 export async function verifyPackage(file: string, options: VerifyOptions): Promise<VerifiedPackage> {
+  return verifyMembers(readPackageArchive(file), options);
+}
+
+/**
+ * The same rules over a container being read elsewhere (a PackageArchiveReader fed by a download):
+ * step 1 is the reader's, the rest is here.
+ */
+export async function verifyMembers(read: Promise<PackageMembers>, options: VerifyOptions): Promise<VerifiedPackage> {
   const now = options.now ?? new Date();
   // 1. Corrupt: container, manifest, certificate bundle.
-  const members = await readPackageArchive(file);
+  const members = await read;
   const manifest = parseManifest(members.manifestBytes);
   if (members.signature.length === 0) throw corrupt('manifest.sig is empty');
   const certificates = parseSignerPem(members.signerPem);

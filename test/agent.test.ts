@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { access, copyFile, readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { access, copyFile, readdir, readFile, readlink, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -205,6 +205,52 @@ describe('mailbox mode', () => {
     const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', `Bearer ${serverId}.${secret}`).expect(403);
     assert.deepEqual(res.body, { error: 'This package is not assigned to this server' });
     await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', BASIC).expect(401);
+  });
+
+  it('serves an assigned package whole or from a byte range, and says why it cannot', async () => {
+    const file = await makeRelease(work, pki.good.rsa, '6.9.1', { padding: 3 * 1024 * 1024 });
+    const bytes = await readFile(file);
+    const pkgId = await upload(file);
+    const { sha256 } = await m.services.packages.get(pkgId);
+    const enrolled = await supertest(m.app).post('/api/agent/enroll').send({ name: 'range-reader', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.0.0', staged: [], freeDiskBytes: null, token: TOKEN }).expect(201);
+    const auth = `Bearer ${enrolled.body.serverId}.${enrolled.body.secret}`;
+    await m.services.commands.enqueue({ serverId: enrolled.body.serverId as number, type: 'propagate', packageId: pkgId });
+    const get = (range?: string) => {
+      const req = supertest(m.app).get(`/api/agent/packages/${sha256}`).set('Authorization', auth).buffer(true).parse((res, done) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => done(null, Buffer.concat(chunks)));
+      });
+      return range ? req.set('Range', range) : req;
+    };
+
+    const whole = await get().expect(200);
+    assert.equal(whole.headers['content-length'], String(bytes.length));
+    assert.equal(whole.headers['accept-ranges'], 'bytes');
+    assert.ok((whole.body as Buffer).equals(bytes));
+
+    const from = 1_234_567;
+    const rest = await get(`bytes=${from}-`).expect(206);
+    assert.equal(rest.headers['content-range'], `bytes ${from}-${bytes.length - 1}/${bytes.length}`);
+    assert.ok((rest.body as Buffer).equals(bytes.subarray(from)));
+
+    const middle = await get('bytes=10-19').expect(206);
+    assert.ok((middle.body as Buffer).equals(bytes.subarray(10, 20)));
+
+    const beyond = await get(`bytes=${bytes.length + 10}-`).expect(416);
+    assert.equal(beyond.headers['content-range'], `bytes */${bytes.length}`);
+    assert.deepEqual(JSON.parse((beyond.body as Buffer).toString()), { error: `The range asked for is outside the package (${bytes.length} bytes)` });
+
+    // Several ranges at once are not something an agent asks for: the whole file answers them.
+    assert.equal((await get('bytes=0-9,20-29').expect(200)).headers['content-length'], String(bytes.length));
+
+    await rename(m.store.pathFor(sha256), `${m.store.pathFor(sha256)}.away`);
+    try {
+      const missing = await get().expect(404);
+      assert.deepEqual(JSON.parse((missing.body as Buffer).toString()), { error: 'The package file is missing from the master\'s store' });
+    } finally {
+      await rename(`${m.store.pathFor(sha256)}.away`, m.store.pathFor(sha256));
+    }
   });
 });
 

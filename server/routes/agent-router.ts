@@ -2,6 +2,7 @@ import express, { Router } from 'express';
 import { enrollRequestSchema, reportRequestSchema } from '../../lib/agent-protocol.js';
 import { ForbiddenError } from '../errors.js';
 import { failureLimiter } from '../http/failure-limiter.js';
+import { sendPackageFile } from '../http/send-package.js';
 import { parse } from '../http/validation.js';
 import type { PackageStore } from '../package-store.js';
 import type { AgentService } from '../services/agent-service.js';
@@ -40,10 +41,7 @@ export function agentRouter(deps: { agents: AgentService; store: PackageStore; e
     if (!/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {
       throw new ForbiddenError('This package is not assigned to this server');
     }
-    // sendFile answers Range requests (206), which lets an agent resume a cut download.
-    await new Promise<void>((resolve, reject) => {
-      res.sendFile(store.pathFor(sha256), { acceptRanges: true, cacheControl: false, lastModified: false, headers: { 'content-type': 'application/octet-stream' } }, (err) => (err && !res.headersSent ? reject(err) : resolve()));
-    });
+    await sendPackageFile(req, res, store.pathFor(sha256));
   });
 
   return router;

@@ -78,10 +78,11 @@ export class ReportLoop {
       this.failures = 0;
       for (const command of answer.commands) await runner.submit(command);
       if (mode === 'bidirectional') return heartbeatMs;
-      const working = answer.commands.length > 0 || runner.busy() || (await runner.outbox()).length > 0;
-      if (working) this.idleDelay = pollMinMs;
+      // Work came, or results went or wait to go: call again soon. A command still running is not a
+      // reason: its result wakes this loop, and calling at the minimum meanwhile only costs CPU.
+      const news = answer.commands.length > 0 || results.length > 0 || (await runner.outbox()).length > 0;
+      if (news) this.idleDelay = pollMinMs;
       if (answer.callAgainInSeconds !== null) return Math.max(200, answer.callAgainInSeconds * 1000);
-      if (working) return pollMinMs;
       const delay = this.idleDelay;
       this.idleDelay = Math.min(pollMaxMs, Math.round(this.idleDelay * 1.5));
       return delay;

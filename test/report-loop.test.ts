@@ -71,6 +71,28 @@ describe('mailbox rhythm', () => {
     }
   });
 
+  it('spaces its calls out while a long command runs, and reports the result at once', async () => {
+    const s = await setup('busy');
+    try {
+      const pkgId = (await supertest(s.m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'busy').attach('package', await makeRelease(work, pki.good.rsa, '6.3.0', { apply: 'sleep 2' })).expect(201)).body.id as number;
+      const command = await s.m.services.commands.enqueue({ serverId: s.identity.serverId, type: 'apply', packageId: pkgId });
+      const delays = [await s.loop.once()];
+      while (s.runner.busy() && delays.length < 8) delays.push(await s.loop.once());
+      assert.ok(s.runner.busy(), 'the apply hook is still sleeping');
+      // Work arrives and its "running" result goes out at the minimum; then the calls grow as if idle.
+      assert.equal(delays[0], 1000);
+      assert.deepEqual(delays.slice(delays.lastIndexOf(1000) + 1, delays.lastIndexOf(1000) + 4), [1500, 2250, 3000], String(delays));
+      const woken = new Promise<void>((resolve) => {
+        s.runner.onResult = resolve;
+      });
+      await woken;
+      assert.equal(await s.loop.once(), 1000, 'the result goes out, then the next call comes soon');
+      assert.equal((await s.m.services.commands.get(command.id)).state, 'succeeded');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('backs off exponentially while the master cannot be reached', async () => {
     const s = await setup('unreachable', {}, 'http://127.0.0.1:9');
     try {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import autocannon from 'autocannon';
 import type { BenchContext } from './run.js';
+import { pacedLoad } from './paced-load.js';
 import { enrollAgents } from './simulated-agents.js';
 import { round, startBenchMaster, type Figure } from './support.js';
 
@@ -28,11 +29,20 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
       setupRequest: (request: autocannon.Request) => ({ ...request, ...prepared[next++ % prepared.length] }),
     };
     const common = { url: master.url, connections: 32, duration, pipelining: 1 };
+    // Steady state, as in a running domain: every agent has called once since the master started
+    // (its credentials are cached) and both routes are compiled; neither warm-up is measured.
+    await run({ url: master.url, connections: 32, amount: count, requests: [poll] });
+    await run({ url: master.url, connections: 32, amount: 5000, requests: [{ method: 'GET', path: '/bench/noop' }] });
     const polls = await run({ ...common, requests: [poll] });
     const noop = await run({ ...common, requests: [{ method: 'GET', path: '/bench/noop' }] });
-    const paced = await run({ ...common, connections: 50, overallRate: 500, requests: [poll] });
-    for (const [label, r] of [['polls', polls], ['noop', noop], ['paced', paced]] as const) {
+    for (const [label, r] of [['polls', polls], ['noop', noop]] as const) {
       if (r.non2xx > 0 || r.errors > 0) throw new Error(`${label}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+    }
+    // Latency at 500 polls/s, at a steady pace (see paced-load.ts for why not autocannon's rate).
+    const paced = await pacedLoad({ url: master.url, rate: 500, seconds: duration, request: (i) => ({ method: 'POST', path: '/api/agent/report', ...prepared[i % prepared.length] }) });
+    const pacedNoop = await pacedLoad({ url: master.url, rate: 500, seconds: duration, request: () => ({ method: 'GET', path: '/bench/noop' }) });
+    for (const [label, r] of [['paced polls', paced], ['paced noop', pacedNoop]] as const) {
+      if (r.failed > 0) throw new Error(`${label}: ${r.failed} failed requests`);
     }
     const rate = polls.requests.average;
     const reference = noop.requests.average;
@@ -40,8 +50,9 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
       { scenario: 'mailbox', name: `polls_per_second_${count}_agents`, value: round(rate, 0), unit: 'polls/s', reference: { what: 'trivial express route in the master process', value: round(reference, 0), unit: 'req/s' }, target: '≥ 50% of reference', met: rate >= 0.5 * reference },
       { scenario: 'mailbox', name: 'ratio_to_reference', value: round(rate / reference), unit: '×', target: '≥ 0.5', met: rate >= 0.5 * reference },
       { scenario: 'mailbox', name: 'p99_latency_at_max', value: polls.latency.p99, unit: 'ms' },
-      { scenario: 'mailbox', name: 'p99_latency_at_500_per_second', value: paced.latency.p99, unit: 'ms', target: '< 50 ms', met: paced.latency.p99 < 50 },
-      { scenario: 'mailbox', name: 'paced_rate', value: round(paced.requests.average, 0), unit: 'polls/s' },
+      { scenario: 'mailbox', name: 'p99_latency_at_500_per_second', value: paced.p99, unit: 'ms', reference: { what: 'the trivial route at 500/s', value: pacedNoop.p99, unit: 'ms' }, target: '< 50 ms', met: paced.p99 < 50 },
+      { scenario: 'mailbox', name: 'p50_latency_at_500_per_second', value: paced.p50, unit: 'ms' },
+      { scenario: 'mailbox', name: 'paced_rate', value: round(paced.rate, 0), unit: 'polls/s' },
     ];
   } finally {
     await master.stop();

@@ -10,6 +10,8 @@ export interface Logger {
   info(msg: string, fields?: LogFields): void;
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
+  /** Whether lines of this level are written: lets a hot path skip building fields. */
+  enabled(level: LogLevel): boolean;
 }
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -21,7 +23,7 @@ export function createLogger(options: { level?: LogLevel; write?: (line: string)
     if (ORDER[level] < threshold) return;
     write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...options.base, ...fields }));
   };
-  return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+  return { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error'), enabled: (level) => ORDER[level] >= threshold };
 }
 
 /** For tests that want quiet output but may inspect what was logged. */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { CommandRunner } from '../agent/command-runner.js';
@@ -133,6 +134,18 @@ describe('mailbox rhythm', () => {
       const wrongName = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
         body: JSON.stringify({ status: { name: 'someone-else', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }) });
       assert.deepEqual([wrongName.status, await wrongName.json()], [403, { error: 'This agent is enrolled as "malformed", not "someone-else"' }]);
+
+      const post = async (body: string | Blob, headers: Record<string, string>) => {
+        const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, ...headers }, body });
+        return [res.status, await res.json()] as const;
+      };
+      assert.deepEqual(await post('{"status": {', { 'content-type': 'application/json' }), [400, { error: 'The request body is not valid JSON' }]);
+      assert.deepEqual(await post(JSON.stringify({ status: {}, results: [], filler: 'x'.repeat(1024 * 1024) }), { 'content-type': 'application/json' }), [413, { error: 'The request body is too large' }]);
+      assert.deepEqual(await post(new Blob([new Uint8Array(gzipSync('{"status": {}}'))]), { 'content-type': 'application/json', 'content-encoding': 'gzip' }), [415, { error: 'Compressed request bodies (gzip) are not accepted here' }]);
+      assert.deepEqual(await post('status=mailbox', { 'content-type': 'text/plain' }), [415, { error: 'Agent calls carry JSON (Content-Type: application/json)' }]);
+      // None of it cost the agent its place: a good report still goes through.
+      const good = await post(JSON.stringify({ status: { name: 'malformed', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }), { 'content-type': 'application/json' });
+      assert.deepEqual(good, [200, { acknowledged: [], commands: [], callAgainInSeconds: null }]);
     } finally {
       await s.close();
     }

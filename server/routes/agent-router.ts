@@ -1,6 +1,7 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { enrollRequestSchema, reportRequestSchema } from '../../lib/agent-protocol.js';
 import { ForbiddenError } from '../errors.js';
+import { agentJsonBody, sendAgentJson } from '../http/agent-json.js';
 import { failureLimiter } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
 import { parse } from '../http/validation.js';
@@ -14,7 +15,7 @@ import type { AgentService } from '../services/agent-service.js';
 export function agentRouter(deps: { agents: AgentService; store: PackageStore; enrollAttemptsPerWindow: number }): Router {
   const { agents, store } = deps;
   const router = Router();
-  const json = express.json({ limit: '1mb' });
+  const json = agentJsonBody(1024 * 1024);
 
   const enrollLimiter = failureLimiter({
     windowMs: 15 * 60_000,
@@ -25,14 +26,14 @@ export function agentRouter(deps: { agents: AgentService; store: PackageStore; e
 
   router.post('/api/agent/enroll', enrollLimiter, json, async (req, res) => {
     const request = parse(enrollRequestSchema, req.body);
-    res.status(201).json(await agents.enroll(request));
+    sendAgentJson(res, 201, await agents.enroll(request));
   });
 
   router.post('/api/agent/report', json, async (req, res) => {
     const server = await agents.authenticate(req.get('authorization'));
     const body = parse(reportRequestSchema, req.body);
     if (body.status.mode === 'mailbox') agents.admitMailboxSession();
-    res.json(await agents.report(server, body.status, body.results));
+    sendAgentJson(res, 200, await agents.report(server, body.status, body.results));
   });
 
   router.get('/api/agent/packages/:sha256', async (req, res) => {

@@ -1,0 +1,65 @@
+import type { RequestHandler, Response } from 'express';
+import { BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../errors.js';
+
+/**
+ * JSON in and out for the agent API, whose calls come from thousands of slaves every few seconds.
+ * express.json() and res.json() handle what agents never use (compressed bodies, other charsets,
+ * ETags and freshness checks), and with them a mailbox call cost the master about twice the CPU
+ * of a trivial route (docs/PERFORMANCE.md). Same answers as theirs: 400 for bad JSON, 413 above
+ * the limit; and 415 for a body that is not JSON at all.
+ */
+export function agentJsonBody(limitBytes: number): RequestHandler {
+  return (req, _res, next) => {
+    if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+      req.resume();
+      return next(new UnsupportedMediaTypeError('Agent calls carry JSON (Content-Type: application/json)'));
+    }
+    const encoding = req.headers['content-encoding'];
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+      req.resume();
+      return next(new UnsupportedMediaTypeError(`Compressed request bodies (${encoding}) are not accepted here`));
+    }
+    const tooLarge = () => new PayloadTooLargeError('The request body is too large');
+    if (Number(req.headers['content-length'] ?? 0) > limitBytes) {
+      req.resume();
+      return next(tooLarge());
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      size += chunk.length;
+      if (size > limitBytes) {
+        failed = true;
+        next(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', (err) => {
+      if (!failed) next(err);
+      failed = true;
+    });
+    req.on('end', () => {
+      if (failed) return;
+      const text = Buffer.concat(chunks, size).toString('utf8');
+      try {
+        req.body = text.length === 0 ? {} : (JSON.parse(text) as unknown);
+      } catch {
+        next(new BadRequestError('The request body is not valid JSON'));
+        return;
+      }
+      next();
+    });
+  };
+}
+
+/** res.json without the ETag and freshness work: an agent never caches an answer. */
+export function sendAgentJson(res: Response, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
+}

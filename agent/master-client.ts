@@ -1,5 +1,4 @@
 import { createWriteStream } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
 import { readFile, stat, truncate } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,7 +8,7 @@ import {
 } from '../lib/agent-protocol.js';
 import { errorMessage } from '../lib/errors.js';
 import { bearer, type Identity } from './identity.js';
-import { errorMessageOf, requestPackage } from './package-request.js';
+import { readErrorBody, requestPackage } from './package-request.js';
 
 /** The master refused this agent's credentials or token (401): retrying will not help. */
 export class RefusedError extends Error {
@@ -29,25 +28,39 @@ export class RetryLaterError extends Error {
   }
 }
 
-function masterMessage(err: HTTPError): string {
-  const body = err.response.body;
-  try {
-    const parsed = JSON.parse(typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString() : JSON.stringify(body)) as { error?: string };
-    return parsed.error ?? `HTTP ${err.response.statusCode}`;
-  } catch {
-    return `HTTP ${err.response.statusCode}`;
+/** The master answered with an error status (its own message included). */
+export class MasterAnswerError extends Error {
+  override name = 'MasterAnswerError';
+  constructor(message: string, readonly status: number) {
+    super(message);
   }
+}
+
+/** The master's own message from a JSON error body ({"error": "..."}), or the status. */
+function masterMessage(body: string, status: number): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: unknown };
+    return typeof parsed.error === 'string' ? parsed.error : `HTTP ${status}`;
+  } catch {
+    return `HTTP ${status}`;
+  }
+}
+
+/** What an error status from the master means to the agent, for JSON calls and downloads alike. */
+function errorForStatus(status: number, message: string, retryAfter: string | string[] | undefined): Error {
+  if (status === 401) return new RefusedError(message);
+  if (status === 429) {
+    const seconds = Number(retryAfter ?? 60);
+    return new RetryLaterError(message, (Number.isFinite(seconds) ? seconds : 60) * 1000);
+  }
+  return new MasterAnswerError(`the master answered ${status}: ${message}`, status);
 }
 
 function translate(err: unknown): Error {
   if (err instanceof HTTPError) {
-    const status = err.response.statusCode;
-    if (status === 401) return new RefusedError(masterMessage(err));
-    if (status === 429) {
-      const seconds = Number(err.response.headers['retry-after'] ?? 60);
-      return new RetryLaterError(masterMessage(err), (Number.isFinite(seconds) ? seconds : 60) * 1000);
-    }
-    return new Error(`the master answered ${status}: ${masterMessage(err)}`);
+    const { body, statusCode, headers } = err.response;
+    const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString() : JSON.stringify(body);
+    return errorForStatus(statusCode, masterMessage(text, statusCode), headers['retry-after']);
   }
   return new Error(`cannot reach the master: ${(err as { code?: string }).code ?? errorMessage(err)}`);
 }
@@ -65,14 +78,6 @@ function tap(see: (chunk: Buffer) => void): Transform {
       done(null, chunk);
     },
   });
-}
-
-/** The master answered a download with an error status (its own message included). */
-export class MasterAnswerError extends Error {
-  override name = 'MasterAnswerError';
-  constructor(message: string, readonly status: number) {
-    super(message);
-  }
 }
 
 /** Everything the agent asks of the master. Bad answers are validated, never trusted. */
@@ -114,17 +119,6 @@ export class MasterClient {
     }
   }
 
-  private async statusError(response: IncomingMessage): Promise<Error> {
-    const status = response.statusCode ?? 0;
-    const message = await errorMessageOf(response);
-    if (status === 401) return new RefusedError(message);
-    if (status === 429) {
-      const seconds = Number(response.headers['retry-after'] ?? 60);
-      return new RetryLaterError(message, (Number.isFinite(seconds) ? seconds : 60) * 1000);
-    }
-    return new MasterAnswerError(`the master answered ${status}: ${message}`, status);
-  }
-
   /**
    * Downloads a package into `partFile`, continuing from what is already there (HTTP Range).
    * Retries a cut connection with backoff; returns when the file has `size` bytes. What the bytes
@@ -145,7 +139,7 @@ export class MasterClient {
           authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}),
         }, this.ca, 60_000);
         const status = response.statusCode ?? 0;
-        if (status !== 200 && status !== 206) throw await this.statusError(response);
+        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readErrorBody(response), status), response.headers['retry-after']);
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
         const append = status === 206;
         const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);

@@ -20,8 +20,8 @@ export function requestPackage(url: URL, headers: Record<string, string>, ca: Bu
   });
 }
 
-/** The master's error message from a JSON error body (at most 64 KiB read), or the status. */
-export async function errorMessageOf(response: IncomingMessage): Promise<string> {
+/** The body of an error answer, as text (at most 64 KiB read: it is only a message). */
+export async function readErrorBody(response: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of response as AsyncIterable<Buffer>) {
@@ -29,10 +29,5 @@ export async function errorMessageOf(response: IncomingMessage): Promise<string>
     if (size > 64 * 1024) break;
     chunks.push(chunk);
   }
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown };
-    return typeof parsed.error === 'string' ? parsed.error : `HTTP ${response.statusCode}`;
-  } catch {
-    return `HTTP ${response.statusCode}`;
-  }
+  return Buffer.concat(chunks).toString('utf8');
 }

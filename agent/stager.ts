@@ -104,6 +104,7 @@ export class Stager {
       const current = reader;
       return current ? (chunk) => current.write(chunk) : null;
     });
+    // Set by the observer above; TypeScript cannot follow the assignment through the callback.
     const seen = reader as PackageArchiveReader | null;
     seen?.end();
     let manifest: Manifest;

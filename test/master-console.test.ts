@@ -58,6 +58,15 @@ describe('login and sessions', () => {
     await agent.get('/updates').expect(200);
   });
 
+  it('drops expired sessions as new ones are made, not only when the master starts', async () => {
+    await m.db.run("INSERT INTO sessions (id_hash, csrf_token, username, created_at, expires_at) VALUES ('expired-hash', 'x', 'admin', '2026-01-01T00:00:00.000Z', '2026-01-01T12:00:00.000Z')");
+    await m.db.run("INSERT INTO sessions (id_hash, csrf_token, username, created_at, expires_at) VALUES ('live-hash', 'x', 'admin', '2026-01-01T00:00:00.000Z', '2999-01-01T00:00:00.000Z')");
+    await supertest(m.app).get('/login').expect(200);
+    const left = (await m.db.all<{ id_hash: string }>("SELECT id_hash FROM sessions WHERE id_hash IN ('expired-hash', 'live-hash')")).map((r) => r.id_hash);
+    assert.deepEqual(left, ['live-hash']);
+    await m.db.run("DELETE FROM sessions WHERE id_hash = 'live-hash'");
+  });
+
   it('refuses a login without the CSRF token, and a wrong password', async () => {
     const agent = supertest.agent(m.app);
     await agent.get('/login').expect(200);

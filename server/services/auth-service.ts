@@ -81,6 +81,9 @@ export class AuthService {
       createdAt: now.toISOString(),
       expiresAt: new Date(now.getTime() + SESSION_HOURS * 3600_000).toISOString(),
     };
+    // Every visit to the login page makes a session (for its CSRF token): expired ones go as new
+    // ones come, so a master that runs for months, probed by monitoring, keeps a small table.
+    await this.sessions.deleteExpired(session.createdAt);
     await this.sessions.insert(session);
     return { id, session };
   }

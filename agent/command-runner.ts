@@ -1,4 +1,4 @@
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand, CommandResult } from '../lib/agent-protocol.js';
 import { errorMessage } from '../lib/errors.js';
@@ -16,6 +16,9 @@ interface CommandRecord {
   reported: boolean;
 }
 
+/** How long a result the master has stays on disk: long enough for any late re-delivery. */
+const KEEP_REPORTED_MS = 7 * 24 * 3600_000;
+
 /**
  * Executes commands one at a time. A command id is executed once: delivered again (lost reply,
  * retried poll, master restart), it answers with the result it already has, and that result is
@@ -27,6 +30,7 @@ export class CommandRunner {
   private pending = 0;
   /** Every read-modify-write of a record: a result must never be overwritten by a stale copy. */
   private readonly records = new Mutex();
+  private lastPrune = 0;
 
   constructor(
     private readonly dir: string,
@@ -35,6 +39,29 @@ export class CommandRunner {
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
+    await this.prune();
+  }
+
+  /**
+   * Deletes records the master acknowledged more than a week ago. Every call to the master reads
+   * the records still to report, so without this a slave updated for years would read every
+   * command it ever ran, twice a call. Unreported and running records always stay.
+   */
+  prune(now = Date.now()): Promise<number> {
+    return this.records.lock(async () => {
+      let removed = 0;
+      for (const name of (await readdir(this.dir)).filter((f) => f.endsWith('.json'))) {
+        const record = await readJson<CommandRecord>(path.join(this.dir, name));
+        const finished = record?.result.finishedAt ? Date.parse(record.result.finishedAt) : NaN;
+        if (record?.reported && record.result.state !== 'running' && now - finished > KEEP_REPORTED_MS) {
+          await rm(path.join(this.dir, name), { force: true });
+          removed++;
+        }
+      }
+      if (removed > 0) this.deps.log.info('old command records removed', { removed });
+      this.lastPrune = now;
+      return removed;
+    });
   }
 
   private file(id: string): string {
@@ -120,8 +147,10 @@ export class CommandRunner {
     return results.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
   }
 
-  acknowledge(ids: string[], sent: CommandResult[]): Promise<void> {
-    return this.records.lock(() => this.acknowledgeLocked(ids, sent));
+  async acknowledge(ids: string[], sent: CommandResult[]): Promise<void> {
+    await this.records.lock(() => this.acknowledgeLocked(ids, sent));
+    // An agent may run for months without a restart: prune once a day as well.
+    if (Date.now() - this.lastPrune > 24 * 3600_000) await this.prune();
   }
 
   private async acknowledgeLocked(ids: string[], sent: CommandResult[]): Promise<void> {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
@@ -46,7 +47,7 @@ async function setup(name: string, overrides: { mailboxSessionsPerMinute?: numbe
   await runner.init();
   const config = { mode: 'mailbox' as const, pollMinMs: 1000, pollMaxMs: 3000, backoffMaxMs: 20_000, heartbeatMs: 30_000 };
   const loop = new ReportLoop(config, { client, identity: () => identity, runner, status, log });
-  return { m, served, loop, runner, identity, log, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
+  return { m, served, loop, runner, identity, log, data, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
 }
 
 describe('mailbox rhythm', () => {
@@ -146,6 +147,32 @@ describe('mailbox rhythm', () => {
       // None of it cost the agent its place: a good report still goes through.
       const good = await post(JSON.stringify({ status: { name: 'malformed', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }), { 'content-type': 'application/json' });
       assert.deepEqual(good, [200, { acknowledged: [], commands: [], callAgainInSeconds: null }]);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('command records', () => {
+  it('keeps what the master has not acknowledged, and drops acknowledged results after a week', async () => {
+    const s = await setup('records');
+    try {
+      const dir = path.join(s.data, 'commands');
+      const day = 24 * 3600_000;
+      const record = (id: string, state: string, reported: boolean, finishedDaysAgo: number | null) => writeFile(path.join(dir, `${id}.json`), JSON.stringify({
+        command: { id },
+        result: { commandId: id, state, message: '', versionBefore: null, versionAfter: null, startedAt: new Date(Date.now() - 30 * day).toISOString(), finishedAt: finishedDaysAgo === null ? null : new Date(Date.now() - finishedDaysAgo * day).toISOString() },
+        reported,
+      }));
+      await record('old-acknowledged-1', 'succeeded', true, 10);
+      await record('old-acknowledged-2', 'failed', true, 8);
+      await record('recent-acknowledged', 'staged', true, 2);
+      await record('old-not-acknowledged', 'succeeded', false, 10);
+      await record('still-running', 'running', true, null);
+      assert.equal(await s.runner.prune(), 2);
+      assert.deepEqual((await readdir(dir)).sort(), ['old-not-acknowledged.json', 'recent-acknowledged.json', 'still-running.json']);
+      assert.deepEqual((await s.runner.outbox()).map((r) => r.commandId), ['old-not-acknowledged']);
+      assert.ok(s.log.lines.some((l) => l.includes('"msg":"old command records removed"') && l.includes('"removed":2')));
     } finally {
       await s.close();
     }

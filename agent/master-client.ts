@@ -1,14 +1,15 @@
 import { createWriteStream } from 'node:fs';
 import { readFile, stat, truncate } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import got, { HTTPError, type Got } from 'got';
+import type { ZodType } from 'zod';
 import {
   enrollResponseSchema, reportResponseSchema, type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse,
 } from '../lib/agent-protocol.js';
 import { errorMessage } from '../lib/errors.js';
 import { bearer, type Identity } from './identity.js';
-import { readErrorBody, requestPackage } from './package-request.js';
+import { readText, request } from './master-http.js';
 
 /** The master refused this agent's credentials or token (401): retrying will not help. */
 export class RefusedError extends Error {
@@ -56,12 +57,8 @@ function errorForStatus(status: number, message: string, retryAfter: string | st
   return new MasterAnswerError(`the master answered ${status}: ${message}`, status);
 }
 
-function translate(err: unknown): Error {
-  if (err instanceof HTTPError) {
-    const { body, statusCode, headers } = err.response;
-    const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString() : JSON.stringify(body);
-    return errorForStatus(statusCode, masterMessage(text, statusCode), headers['retry-after']);
-  }
+/** A request that got no answer: the network's code says why (ECONNREFUSED, a TLS failure…). */
+function unreachable(err: unknown): Error {
   return new Error(`cannot reach the master: ${(err as { code?: string }).code ?? errorMessage(err)}`);
 }
 
@@ -82,41 +79,48 @@ function tap(see: (chunk: Buffer) => void): Transform {
 
 /** Everything the agent asks of the master. Bad answers are validated, never trusted. */
 export class MasterClient {
-  private readonly http: Got;
-
   private readonly baseUrl: URL;
 
   constructor(masterUrl: string, private readonly ca: Buffer | null) {
     // A trailing slash makes relative paths resolve under a master mounted below a path prefix.
     this.baseUrl = new URL(masterUrl.endsWith('/') ? masterUrl : `${masterUrl}/`);
-    this.http = got.extend({
-      prefixUrl: masterUrl,
-      retry: { limit: 0 },
-      timeout: { request: 30_000 },
-      https: ca ? { certificateAuthority: ca } : {},
-    });
   }
 
   static async create(masterUrl: string, caFile: string | null): Promise<MasterClient> {
     return new MasterClient(masterUrl, caFile ? await readFile(caFile) : null);
   }
 
-  async enroll(status: AgentStatus, token: string): Promise<EnrollResponse> {
-    try {
-      const body = await this.http.post('api/agent/enroll', { json: { ...status, token } }).json();
-      return enrollResponseSchema.parse(body);
-    } catch (err) {
-      throw translate(err);
-    }
+  enroll(status: AgentStatus, token: string): Promise<EnrollResponse> {
+    return this.call('api/agent/enroll', { ...status, token }, {}, enrollResponseSchema);
   }
 
-  async report(identity: Identity, status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
+  report(identity: Identity, status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
+    return this.call('api/agent/report', { status, results }, { authorization: bearer(identity) }, reportResponseSchema);
+  }
+
+  /** One JSON call; the answer is validated, never trusted. */
+  private async call<T>(route: string, payload: unknown, headers: Record<string, string>, schema: ZodType<T>): Promise<T> {
+    let response: IncomingMessage;
+    let text: string;
     try {
-      const body = await this.http.post('api/agent/report', { json: { status, results }, headers: { authorization: bearer(identity) } }).json();
-      return reportResponseSchema.parse(body);
+      response = await request(new URL(route, this.baseUrl), {
+        method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', ...headers }, ca: this.ca, idleTimeoutMs: 30_000, body: JSON.stringify(payload),
+      });
+      text = await readText(response);
     } catch (err) {
-      throw translate(err);
+      throw unreachable(err);
     }
+    const status = response.statusCode ?? 0;
+    if (status < 200 || status > 299) throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new Error('the master answered with something that is not JSON');
+    }
+    const checked = schema.safeParse(parsed);
+    if (!checked.success) throw new Error(`the master's answer does not follow the agent protocol (${checked.error.issues[0]?.message ?? 'invalid'})`);
+    return checked.data;
   }
 
   /**
@@ -135,11 +139,11 @@ export class MasterClient {
       }
       if (have === size) return;
       try {
-        const response = await requestPackage(new URL(`api/agent/packages/${sha256}`, this.baseUrl), {
-          authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}),
-        }, this.ca, 60_000);
+        const response = await request(new URL(`api/agent/packages/${sha256}`, this.baseUrl), {
+          method: 'GET', headers: { authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: this.ca, idleTimeoutMs: 60_000,
+        });
         const status = response.statusCode ?? 0;
-        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readErrorBody(response), status), response.headers['retry-after']);
+        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readText(response).catch(() => ''), status), response.headers['retry-after']);
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
         const append = status === 206;
         const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);
@@ -156,7 +160,7 @@ export class MasterClient {
       } catch (err) {
         // Retrying cannot help when the master refuses this agent or this package, or serves another one.
         if (err instanceof WrongPackageError || err instanceof RefusedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
-        const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : translate(err);
+        const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
         if (attempt >= attempts) throw translated;
         const delay = translated instanceof RetryLaterError ? translated.retryAfterMs : Math.min(30_000, 500 * 2 ** (attempt - 1));
         log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0 });

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdir, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
@@ -175,6 +177,35 @@ describe('command records', () => {
       assert.ok(s.log.lines.some((l) => l.includes('"msg":"old command records removed"') && l.includes('"removed":2')));
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('answers the agent cannot use', () => {
+  it('says so clearly when a master (or something in its place) answers garbage', async () => {
+    const answers = [
+      { status: 200, body: '<html>captive portal</html>' },
+      { status: 200, body: JSON.stringify({ acknowledged: 'all', commands: [] }) },
+      { status: 502, body: 'Bad Gateway' },
+      { status: 503, body: JSON.stringify({ error: 'The master is starting' }) },
+    ];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      const answer = answers.shift() ?? { status: 500, body: '' };
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const client = new MasterClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, null);
+      const identity: Identity = { serverId: 1, secret: 'x'.repeat(32), masterPublicKey: '', name: 'n', masterUrl: '', enrolledAt: '' };
+      const status: AgentStatus = { name: 'n', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null };
+      const failure = (p: Promise<unknown>) => p.then(() => 'accepted', (err: Error) => err.message);
+      assert.equal(await failure(client.report(identity, status, [])), 'the master answered with something that is not JSON');
+      assert.match(await failure(client.report(identity, status, [])), /^the master's answer does not follow the agent protocol \(.+\)$/);
+      assert.equal(await failure(client.report(identity, status, [])), 'the master answered 502: HTTP 502');
+      assert.equal(await failure(client.report(identity, status, [])), 'the master answered 503: The master is starting');
+    } finally {
+      server.close();
     }
   });
 });

@@ -7,39 +7,32 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { signRequest } from '../lib/request-signing.js';
-import type { Command } from '../server/domain.js';
 import { loadMasterKey } from '../server/master-key.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { startCuttingProxy } from './helpers/cutting-proxy.js';
-import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { openTestDomain, type TestDomain } from './helpers/domain.js';
+import { BASIC } from './helpers/master.js';
 import { startMasterProcess, waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
-import { BIN, freePort, must, tempDir } from './helpers/run.js';
-import { createTestPki, type TestPki } from './helpers/test-pki.js';
+import { BIN, freePort, must } from './helpers/run.js';
+import type { TestPki } from './helpers/test-pki.js';
 
 const TOKEN = 'modes-enrollment-token-0123456789';
 
+let d: TestDomain;
 let work: string;
-let cleanup: () => Promise<void>;
 let pki: TestPki;
-let m: Awaited<ReturnType<typeof createTestMaster>>;
-let master: { url: string; close(): Promise<void> };
-const agents: AgentProcess[] = [];
-let n = 0;
+let m: TestDomain['m'];
+let master: TestDomain['master'];
+let agents: AgentProcess[];
+let upload: TestDomain['upload'];
+let finished: TestDomain['finished'];
 
 before(async () => {
-  ({ dir: work, cleanup } = await tempDir());
-  pki = await createTestPki(path.join(work, 'pki'));
-  m = await createTestMaster(pki.root, { enrollToken: TOKEN });
-  await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
-  master = await listenMaster(m);
+  d = await openTestDomain(TOKEN);
+  ({ work, pki, m, master, agents, upload, finished } = d);
 });
-after(async () => {
-  await Promise.all(agents.map((a) => a.stop('SIGKILL')));
-  await master.close();
-  await m.cleanup();
-  await cleanup();
-});
+after(() => d.close());
 
 async function start(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], options: { token?: boolean; masterUrl?: string; trust?: string } = {}) {
   const data = path.join(work, `agent-${name}`);
@@ -48,15 +41,6 @@ async function start(name: string, mode: 'mailbox' | 'bidirectional', extra: str
   const agent = await startAgentProcess(args);
   agents.push(agent);
   return { agent, data };
-}
-
-async function upload(file: string): Promise<number> {
-  return (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', `modes ${++n}`).attach('package', file).expect(201)).body.id as number;
-}
-
-async function finished(id: string, timeoutMs = 30_000): Promise<Command> {
-  await waitFor(async () => ['succeeded', 'failed'].includes((await m.services.commands.get(id)).state), timeoutMs, `command ${id}`);
-  return m.services.commands.get(id);
 }
 
 describe('bidirectional mode', () => {

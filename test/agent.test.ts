@@ -3,38 +3,30 @@ import { access, copyFile, readdir, readFile, readlink, rename, stat } from 'nod
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import type { Command } from '../server/domain.js';
 import { runAgentToExit, startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
-import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { openTestDomain, type TestDomain } from './helpers/domain.js';
+import { BASIC } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { flipPayloadByte } from './helpers/tamper.js';
-import { tempDir } from './helpers/run.js';
-import { createTestPki, type TestPki } from './helpers/test-pki.js';
+import type { TestPki } from './helpers/test-pki.js';
 
 const TOKEN = 'test-enrollment-token-0123456789';
 
+let d: TestDomain;
 let work: string;
-let cleanup: () => Promise<void>;
 let pki: TestPki;
-let m: Awaited<ReturnType<typeof createTestMaster>>;
-let master: { url: string; close(): Promise<void> };
-const agents: AgentProcess[] = [];
-let n = 0;
+let m: TestDomain['m'];
+let master: TestDomain['master'];
+let agents: AgentProcess[];
+let upload: TestDomain['upload'];
+let finished: TestDomain['finished'];
 
 before(async () => {
-  ({ dir: work, cleanup } = await tempDir());
-  pki = await createTestPki(path.join(work, 'pki'));
-  m = await createTestMaster(pki.root, { enrollToken: TOKEN });
-  await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
-  master = await listenMaster(m);
+  d = await openTestDomain(TOKEN);
+  ({ work, pki, m, master, agents, upload, finished } = d);
 });
-after(async () => {
-  await Promise.all(agents.map((a) => a.stop('SIGKILL')));
-  await master.close();
-  await m.cleanup();
-  await cleanup();
-});
+after(() => d.close());
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
@@ -50,21 +42,6 @@ async function startAgent(name: string, mode: 'mailbox' | 'bidirectional', extra
   const agent = await startAgentProcess(token ? [...args, '--enroll-token', token] : args);
   agents.push(agent);
   return { agent, data };
-}
-
-async function upload(file: string): Promise<number> {
-  const res = await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', `pkg ${++n}`).attach('package', file).expect(201);
-  return res.body.id as number;
-}
-
-async function finished(id: string, timeoutMs = 30_000): Promise<Command> {
-  try {
-    await waitFor(async () => ['succeeded', 'failed'].includes((await m.services.commands.get(id)).state), timeoutMs, `command ${id} to finish`);
-  } catch (err) {
-    const c = await m.services.commands.get(id);
-    throw new Error(`${(err as Error).message}: it is ${c.state} (${c.message}); agent logs:\n${agents.map((a) => a.logs().split('\n').slice(-15).join('\n')).join('\n---\n')}`, { cause: err });
-  }
-  return m.services.commands.get(id);
 }
 
 async function serverView(id: number) {

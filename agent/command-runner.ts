@@ -5,7 +5,6 @@ import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { Mutex } from '../lib/mutex.js';
 import { readJson, writeJsonAtomic } from './files.js';
-import type { Identity } from './identity.js';
 import type { RecoveredInstall, ReleaseManager } from './release-manager.js';
 import type { Stager } from './stager.js';
 
@@ -34,7 +33,7 @@ export class CommandRunner {
 
   constructor(
     private readonly dir: string,
-    private readonly deps: { identity: () => Identity; stager: Stager; releases: ReleaseManager; log: Logger },
+    private readonly deps: { stager: Stager; releases: ReleaseManager; log: Logger },
   ) {}
 
   async init(): Promise<void> {
@@ -187,7 +186,7 @@ export class CommandRunner {
       this.onResult();
     };
     try {
-      const staged = await stager.stage(this.deps.identity(), command, installed);
+      const staged = await stager.stage(command, installed);
       if (command.type === 'propagate') {
         await finish('staged', `staged ${staged.product} ${staged.version}`, installed);
         return;

@@ -12,7 +12,12 @@ export interface AgentConfig {
   name: string;
   mode: 'bidirectional' | 'mailbox';
   dataDir: string;
+  /** From PROPAGATOR_ENROLL_TOKEN, never a flag: a command line is visible to every user (ps, /proc). */
   enrollToken: string | null;
+  /** A file holding the enrollment token (read at the first start). */
+  enrollTokenFile: string | null;
+  /** The master's key fingerprint, when the administrator gives it: then even the first contact cannot be intercepted. */
+  masterFingerprint: string | null;
   trustPath: string;
   /** Bidirectional mode: where the agent listens, and the URL the master calls it at (null: derived). */
   host: string;
@@ -36,7 +41,8 @@ const FLAGS = {
   name: 'PROPAGATOR_AGENT_NAME',
   mode: 'PROPAGATOR_AGENT_MODE',
   data: 'PROPAGATOR_AGENT_DATA_DIR',
-  'enroll-token': 'PROPAGATOR_ENROLL_TOKEN',
+  'enroll-token-file': 'PROPAGATOR_ENROLL_TOKEN_FILE',
+  'master-fingerprint': 'PROPAGATOR_MASTER_FINGERPRINT',
   trust: 'PROPAGATOR_TRUST',
   host: 'PROPAGATOR_AGENT_HOST',
   port: 'PROPAGATOR_AGENT_PORT',
@@ -51,10 +57,11 @@ const FLAGS = {
   'log-level': 'PROPAGATOR_LOG_LEVEL',
 } as const;
 
-export const AGENT_HELP = `propagator agent --master URL --name NAME --mode bidirectional|mailbox --data DIR --enroll-token TOKEN --trust PATH
+export const AGENT_HELP = `propagator agent --master URL --name NAME --mode bidirectional|mailbox --data DIR --trust PATH [--enroll-token-file FILE]
                  [--port N] [--host H] [--advertise URL] [--product watchdoc] [--initial-version X.Y.Z] [--ca CA.pem]
-                 [--poll-min S] [--poll-max S] [--heartbeat S] [--hook-timeout S] [--log-level L]
-    Runs the slave agent. The enrollment token is needed on the first start only. A mailbox agent
+                 [--master-fingerprint SHA256:...] [--poll-min S] [--poll-max S] [--heartbeat S] [--hook-timeout S] [--log-level L]
+    Runs the slave agent. The enrollment token is needed on the first start only: in a file
+    (--enroll-token-file) or in PROPAGATOR_ENROLL_TOKEN, never on the command line. A mailbox agent
     opens no port. Each flag has an environment variable (PROPAGATOR_MASTER_URL, PROPAGATOR_AGENT_NAME, ...).`;
 
 const seconds = (label: string) => z.coerce.number({ error: `${label} must be a number of seconds` }).positive({ error: `${label} must be more than 0 seconds` });
@@ -74,6 +81,9 @@ const schema = z.object({
 });
 
 export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Readonly<AgentConfig> {
+  if (args.some((a) => a === '--enroll-token' || a.startsWith('--enroll-token='))) {
+    throw new ValidationError('--enroll-token would show the token to every user of this machine (ps, /proc): put it in a file (--enroll-token-file FILE, owner-only) or in PROPAGATOR_ENROLL_TOKEN');
+  }
   const options = Object.fromEntries(Object.keys(FLAGS).map((k) => [k, { type: 'string' as const }])) as Record<keyof typeof FLAGS, { type: 'string' }>;
   const { values, positionals } = parseArgs({ args, options, allowPositionals: true });
   if (positionals.length > 0) throw new ValidationError(`unexpected argument ${positionals[0]}`);
@@ -102,12 +112,19 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
   const advertise = pick('advertise') ?? null;
   if (advertise !== null && !z.url().safeParse(advertise).success) throw new ValidationError('--advertise must be a URL the master can call');
   const ca = pick('ca');
+  const masterFingerprint = pick('master-fingerprint') ?? null;
+  if (masterFingerprint !== null && !/^SHA256:[A-Za-z0-9+/]{43}$/.test(masterFingerprint)) {
+    throw new ValidationError('--master-fingerprint must be the master key fingerprint the master shows (SHA256: and 43 characters)');
+  }
+  const tokenFile = pick('enroll-token-file');
   return Object.freeze({
     masterUrl: c.masterUrl.replace(/\/+$/, ''),
     name: c.name,
     mode: c.mode,
     dataDir: path.resolve(cwd, pick('data') ?? 'agent-data'),
-    enrollToken: pick('enroll-token') ?? null,
+    enrollToken: env.PROPAGATOR_ENROLL_TOKEN || null,
+    enrollTokenFile: tokenFile ? path.resolve(cwd, tokenFile) : null,
+    masterFingerprint,
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     host,
     port: c.port,

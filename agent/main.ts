@@ -1,18 +1,19 @@
-import { mkdir, statfs } from 'node:fs/promises';
+import { chmod, mkdir, readFile, statfs } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { AgentStatus } from '../lib/agent-protocol.js';
+import { keyFingerprint } from '../lib/agent-keys.js';
+import type { AgentStatus, EnrollResponse } from '../lib/agent-protocol.js';
 import { ConfigurationError, errorMessage } from '../lib/errors.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { createAgentApp } from './agent-server.js';
 import { CommandRunner } from './command-runner.js';
 import type { AgentConfig } from './config.js';
-import { loadIdentity, saveIdentity, type Identity } from './identity.js';
-import { MasterClient, RefusedError } from './master-client.js';
+import { loadAgentKey, loadIdentity, saveIdentity, type AgentKey, type Identity } from './identity.js';
+import { MasterAnswerError, MasterClient, RefusedError } from './master-client.js';
 import { ReleaseManager } from './release-manager.js';
-import { ReportLoop } from './report-loop.js';
+import { ReportLoop, withJitter } from './report-loop.js';
 import { Stager } from './stager.js';
 
 export interface RunningAgent {
@@ -24,12 +25,14 @@ export interface RunningAgent {
 
 const STOP_WAIT_MS = 30_000;
 
-async function enroll(client: MasterClient, status: AgentStatus, token: string, log: Logger, signal: { stopped: boolean }): Promise<Awaited<ReturnType<MasterClient['enroll']>>> {
+/** Retries while the master cannot be reached; a refusal is final. */
+async function enroll(client: MasterClient, status: AgentStatus, token: string, log: Logger, signal: { stopped: boolean }): Promise<EnrollResponse> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await client.enroll(status, token);
     } catch (err) {
       if (err instanceof RefusedError) throw new ConfigurationError(`the master refused the enrollment: ${err.message}`);
+      if (err instanceof MasterAnswerError && err.status < 500) throw new ConfigurationError(`the master refused the enrollment: ${err.message}`);
       if (signal.stopped) throw err;
       const delay = Math.min(60_000, 1000 * 2 ** Math.min(attempt - 1, 6));
       log.warn('cannot enroll yet; retrying', { attempt, delayMs: delay, error: errorMessage(err) });
@@ -38,24 +41,58 @@ async function enroll(client: MasterClient, status: AgentStatus, token: string, 
   }
 }
 
+/**
+ * Until the administrator accepts this server (New servers in the console): asks where the
+ * enrollment stands, at the polling rhythm. A rejection is final.
+ */
+async function awaitAcceptance(client: MasterClient, config: Readonly<AgentConfig>, key: AgentKey, log: Logger, signal: { stopped: boolean }): Promise<number> {
+  let delay = config.pollMinMs;
+  let told = false;
+  for (;;) {
+    try {
+      const answer = await client.openSession();
+      if (answer.state === 'accepted' && answer.serverId !== null) return answer.serverId;
+      if (answer.state === 'rejected') throw new ConfigurationError(`the administrator rejected this server ("${config.name}", key ${key.fingerprint}); remove its data folder's identity.json and agent-key.pem to ask again`);
+      if (!told) log.warn('waiting for the administrator to accept this server in the master console (New servers)', { name: config.name, keyFingerprint: key.fingerprint });
+      told = true;
+    } catch (err) {
+      if (err instanceof ConfigurationError) throw err;
+      if (err instanceof RefusedError) throw new ConfigurationError(`the master does not know this agent any more: ${err.message}`);
+      log.warn('cannot ask the master about this server yet; retrying', { error: errorMessage(err) });
+    }
+    if (signal.stopped) throw new ConfigurationError('stopped while waiting for the administrator');
+    await new Promise((r) => setTimeout(r, withJitter(delay)));
+    delay = Math.min(config.pollMaxMs, Math.round(delay * 1.5));
+  }
+}
+
+async function readEnrollToken(config: Readonly<AgentConfig>): Promise<string | null> {
+  if (config.enrollTokenFile) {
+    const text = await readFile(config.enrollTokenFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new ConfigurationError(`cannot read the enrollment token file ${config.enrollTokenFile}: ${err.code ?? err.message}`);
+    });
+    return text.trim() || null;
+  }
+  return config.enrollToken;
+}
+
 /** Starts an agent: recovers from any crash, enrolls if needed, listens (bidirectional), calls the master. */
 export async function startAgent(config: Readonly<AgentConfig>, options: { log?: Logger } = {}): Promise<RunningAgent> {
   const log = options.log ?? createLogger({ level: config.logLevel, base: { agent: config.name } });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // Owner-only whatever the folder was before: it holds the agent's key.
+  await chmod(config.dataDir, 0o700);
   const releases = new ReleaseManager(config.dataDir, { product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases }, log);
   await releases.init();
-  const client = await MasterClient.create(config.masterUrl, config.caFile);
+  const key = await loadAgentKey(config.dataDir);
+  if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });
+  const saved = await loadIdentity(config.dataDir);
+  let identity = saved.identity;
+  const client = await MasterClient.create(config.masterUrl, config.caFile, key, { name: identity?.name ?? config.name, masterFingerprint: config.masterFingerprint });
+  if (identity) client.setMasterKey(identity.masterPublicKey);
   const stager = new Stager(config.dataDir, { product: config.product, trustPath: config.trustPath }, client, log);
   await stager.init();
-
-  let identity = await loadIdentity(config.dataDir);
-  const runner = new CommandRunner(path.join(config.dataDir, 'commands'), {
-    identity: () => {
-      if (!identity) throw new Error('not enrolled');
-      return identity;
-    },
-    stager, releases, log,
-  });
+  const runner = new CommandRunner(path.join(config.dataDir, 'commands'), { stager, releases, log });
   await runner.init();
 
   // Finish or undo an install a crash interrupted, before anything else touches the releases.
@@ -87,17 +124,32 @@ export async function startAgent(config: Readonly<AgentConfig>, options: { log?:
 
   const signal = { stopped: false };
   if (!identity) {
-    if (!config.enrollToken) throw new ConfigurationError(`this agent is not enrolled yet: start it once with --enroll-token (or PROPAGATOR_ENROLL_TOKEN)`);
-    const answer = await enroll(client, await status(), config.enrollToken, log, signal);
-    identity = { serverId: answer.serverId, secret: answer.secret, masterPublicKey: answer.masterPublicKey, name: config.name, masterUrl: config.masterUrl, enrolledAt: new Date().toISOString() };
+    const token = await readEnrollToken(config);
+    if (!token) {
+      throw new ConfigurationError(saved.legacy
+        ? 'this agent enrolled before agents had keys: enroll it again with an enrollment token (PROPAGATOR_ENROLL_TOKEN or --enroll-token-file); the administrator accepts its new key in New servers'
+        : 'this agent is not enrolled yet: start it once with an enrollment token (PROPAGATOR_ENROLL_TOKEN, or --enroll-token-file FILE)');
+    }
+    const answer = await enroll(client, await status(), token, log, signal);
+    client.setMasterKey(answer.masterPublicKey);
+    identity = {
+      name: config.name, masterUrl: config.masterUrl, masterPublicKey: answer.masterPublicKey, keyFingerprint: key.fingerprint,
+      serverId: answer.serverId, state: answer.state === 'accepted' ? 'accepted' : 'pending', enrolledAt: new Date().toISOString(),
+    };
     await saveIdentity(config.dataDir, identity);
-    log.info('enrolled with the master', { serverId: identity.serverId, master: config.masterUrl });
+    log.info(answer.state === 'accepted' ? 'enrolled with the master' : 'enrollment sent; the administrator must accept this server', { serverId: answer.serverId, master: config.masterUrl, keyFingerprint: key.fingerprint, masterKey: keyFingerprint(answer.masterPublicKey) });
   } else if (identity.name !== config.name) {
     log.warn('this agent is enrolled under another name; keeping it (delete identity.json to enroll again)', { enrolledAs: identity.name, requested: config.name });
   }
+  if (identity.state !== 'accepted' || identity.serverId === null) {
+    const serverId = await awaitAcceptance(client, config, key, log, signal);
+    identity = { ...identity, serverId, state: 'accepted' };
+    await saveIdentity(config.dataDir, identity);
+    log.info('accepted by the administrator', { serverId });
+  }
   const enrolled = identity;
 
-  const loop = new ReportLoop(config, { client, identity: () => enrolled, runner, status, log });
+  const loop = new ReportLoop(config, { client, runner, status, log });
   runner.onResult = () => loop.wake();
   await runner.resume();
   loop.start();

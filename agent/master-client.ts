@@ -1,171 +1,189 @@
-import { createWriteStream } from 'node:fs';
-import { readFile, stat, truncate } from 'node:fs/promises';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { ZodType } from 'zod';
+import { AGENT_SIGNATURE_HEADER, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../lib/agent-keys.js';
 import {
-  enrollResponseSchema, reportResponseSchema, type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse,
+  challengeResponseSchema, enrollResponseSchema, reportResponseSchema, sessionResponseSchema,
+  type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse, type SessionResponse,
 } from '../lib/agent-protocol.js';
-import { errorMessage } from '../lib/errors.js';
-import { bearer, type Identity } from './identity.js';
+import { answerSignatureMatches, SIGNATURE_HEADER } from '../lib/request-signing.js';
+import type { AgentKey } from './identity.js';
+import { errorForStatus, masterMessage, NotAcceptedError, RefusedError, unreachable, UnsignedAnswerError } from './master-errors.js';
 import { readText, request } from './master-http.js';
 
-/** The master refused this agent's credentials or token (401): retrying will not help. */
-export class RefusedError extends Error {
-  override name = 'RefusedError';
-}
+export { MasterAnswerError, NotAcceptedError, RefusedError, RetryLaterError, UnsignedAnswerError, WrongPackageError } from './master-errors.js';
 
-/** The master served something else than it announced: retrying will not help. */
-export class WrongPackageError extends Error {
-  override name = 'WrongPackageError';
-}
+export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
+/** A session is renewed this long before it expires, so no call is made with a dying token. */
+const RENEW_BEFORE_MS = 5 * 60_000;
 
-/** The master is busy (429) and asked to call again later. */
-export class RetryLaterError extends Error {
-  override name = 'RetryLaterError';
-  constructor(message: string, readonly retryAfterMs: number) {
-    super(message);
-  }
-}
-
-/** The master answered with an error status (its own message included). */
-export class MasterAnswerError extends Error {
-  override name = 'MasterAnswerError';
-  constructor(message: string, readonly status: number) {
-    super(message);
-  }
-}
-
-/** The master's own message from a JSON error body ({"error": "..."}), or the status. */
-function masterMessage(body: string, status: number): string {
-  try {
-    const parsed = JSON.parse(body) as { error?: unknown };
-    return typeof parsed.error === 'string' ? parsed.error : `HTTP ${status}`;
-  } catch {
-    return `HTTP ${status}`;
-  }
-}
-
-/** What an error status from the master means to the agent, for JSON calls and downloads alike. */
-function errorForStatus(status: number, message: string, retryAfter: string | string[] | undefined): Error {
-  if (status === 401) return new RefusedError(message);
-  if (status === 429) {
-    const seconds = Number(retryAfter ?? 60);
-    return new RetryLaterError(message, (Number.isFinite(seconds) ? seconds : 60) * 1000);
-  }
-  return new MasterAnswerError(`the master answered ${status}: ${message}`, status);
-}
-
-/** A request that got no answer: the network's code says why (ECONNREFUSED, a TLS failure…). */
-function unreachable(err: unknown): Error {
-  return new Error(`cannot reach the master: ${(err as { code?: string }).code ?? errorMessage(err)}`);
+interface CallOptions<T> {
+  method: 'GET' | 'POST';
+  payload?: unknown;
+  headers?: Record<string, string>;
+  schema: ZodType<T>;
+  /** Sign the body with the agent's key (enrollment, sessions: where it proves who it is). */
+  prove?: boolean;
+  /** The key that must have signed the answer; enrollment learns it from the answer itself. */
+  verifyWith: KeyObject | 'from-answer';
 }
 
 /**
- * Told where each download attempt starts writing (0 for the whole file), it may return a function
- * that sees that attempt's bytes, in order, as they are written.
+ * Everything the agent asks of the master, over sessions opened with its own key. Every answer
+ * must carry the master's signature over this agent, the nonce sent with the request and the body:
+ * an answer without it is ignored as if the master could not be reached. Bad answers are validated,
+ * never trusted.
  */
-export type DownloadObserver = (from: number) => ((chunk: Buffer) => void) | null;
-
-function tap(see: (chunk: Buffer) => void): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      see(chunk);
-      done(null, chunk);
-    },
-  });
-}
-
-/** Everything the agent asks of the master. Bad answers are validated, never trusted. */
 export class MasterClient {
-  private readonly baseUrl: URL;
+  readonly baseUrl: URL;
+  private masterKey: KeyObject | null = null;
+  private session: { token: string; renewAt: number; serverId: number } | null = null;
+  private opening: Promise<SessionResponse> | null = null;
 
-  constructor(masterUrl: string, private readonly ca: Buffer | null) {
+  constructor(masterUrl: string, readonly ca: Buffer | null, private readonly agent: AgentKey, private readonly options: { name: string; masterFingerprint: string | null }) {
     // A trailing slash makes relative paths resolve under a master mounted below a path prefix.
     this.baseUrl = new URL(masterUrl.endsWith('/') ? masterUrl : `${masterUrl}/`);
   }
 
-  static async create(masterUrl: string, caFile: string | null): Promise<MasterClient> {
-    return new MasterClient(masterUrl, caFile ? await readFile(caFile) : null);
+  static async create(masterUrl: string, caFile: string | null, agent: AgentKey, options: { name: string; masterFingerprint: string | null }): Promise<MasterClient> {
+    return new MasterClient(masterUrl, caFile ? await readFile(caFile) : null, agent, options);
+  }
+
+  /** The master key saved at enrollment; refused when it is not the one the administrator pinned. */
+  setMasterKey(pem: string): void {
+    const key = createPublicKey(pem);
+    const fingerprint = keyFingerprint(key);
+    if (this.options.masterFingerprint && fingerprint !== this.options.masterFingerprint) {
+      throw new RefusedError(`the master's key ${fingerprint} is not the one given with --master-fingerprint (${this.options.masterFingerprint}): is this the right master?`);
+    }
+    this.masterKey = key;
+  }
+
+  get serverId(): number | null {
+    return this.session?.serverId ?? null;
   }
 
   enroll(status: AgentStatus, token: string): Promise<EnrollResponse> {
-    return this.call('api/agent/enroll', { ...status, token }, {}, enrollResponseSchema);
+    return this.call('api/agent/enroll', {
+      method: 'POST', payload: { status, publicKey: this.agent.publicPem }, headers: { authorization: `Bearer ${token}` },
+      schema: enrollResponseSchema, prove: true, verifyWith: 'from-answer',
+    });
   }
 
-  report(identity: Identity, status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
-    return this.call('api/agent/report', { status, results }, { authorization: bearer(identity) }, reportResponseSchema);
+  /** Opens a session by signing a fresh challenge; where the enrollment stands when not accepted. */
+  openSession(): Promise<SessionResponse> {
+    this.opening ??= (async () => {
+      const key = this.requireMasterKey();
+      const { challenge } = await this.call('api/agent/challenge', { method: 'GET', schema: challengeResponseSchema, verifyWith: key });
+      const answer = await this.call('api/agent/session', {
+        method: 'POST', payload: { name: this.options.name, keyFingerprint: this.agent.fingerprint, challenge }, schema: sessionResponseSchema, prove: true, verifyWith: key,
+      });
+      if (answer.state === 'accepted' && answer.token && answer.serverId !== null) {
+        this.session = { token: answer.token, serverId: answer.serverId, renewAt: Date.now() + (answer.expiresInSeconds ?? 0) * 1000 - RENEW_BEFORE_MS };
+      } else {
+        this.session = null;
+      }
+      return answer;
+    })().finally(() => {
+      this.opening = null;
+    });
+    return this.opening;
   }
 
-  /** One JSON call; the answer is validated, never trusted. */
-  private async call<T>(route: string, payload: unknown, headers: Record<string, string>, schema: ZodType<T>): Promise<T> {
+  /** "Bearer <token>" of a live session, opening one when needed. */
+  async authorization(): Promise<string> {
+    if (!this.session || Date.now() >= this.session.renewAt) {
+      const answer = await this.openSession();
+      if (answer.state !== 'accepted' || !this.session) throw new NotAcceptedError(answer.message, answer.state === 'rejected' ? 'rejected' : 'pending');
+    }
+    return `Bearer ${(this.session as { token: string }).token}`;
+  }
+
+  /** Drops the session after the master refused it (expired, or the server's key changed). */
+  dropSession(): void {
+    this.session = null;
+  }
+
+  /** Runs a call with a session; a refused session is reopened once (the master may have restarted with a new key state). */
+  async withSession<T>(run: (authorization: string) => Promise<T>): Promise<T> {
+    try {
+      return await run(await this.authorization());
+    } catch (err) {
+      if (!(err instanceof RefusedError)) throw err;
+      this.dropSession();
+      return run(await this.authorization());
+    }
+  }
+
+  report(status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
+    return this.withSession((authorization) => this.call('api/agent/report', {
+      method: 'POST', payload: { status, results }, headers: { authorization }, schema: reportResponseSchema, verifyWith: this.requireMasterKey(),
+    }));
+  }
+
+  private requireMasterKey(): KeyObject {
+    if (!this.masterKey) throw new RefusedError('this agent does not know its master\'s key: it is not enrolled');
+    return this.masterKey;
+  }
+
+  /** One JSON call; the answer must be signed for this agent and this request, then it is validated. */
+  private async call<T>(route: string, options: CallOptions<T>): Promise<T> {
+    const nonce = newNonce();
+    const body = options.payload === undefined ? undefined : JSON.stringify(options.payload);
+    const headers: Record<string, string> = { accept: 'application/json', [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint, ...options.headers };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (options.prove) headers[AGENT_SIGNATURE_HEADER] = signAgentRequest(this.agent.privateKey, { method: options.method, path: `/${route}`, nonce, body: body ?? '' });
     let response: IncomingMessage;
     let text: string;
     try {
-      response = await request(new URL(route, this.baseUrl), {
-        method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', ...headers }, ca: this.ca, idleTimeoutMs: 30_000, body: JSON.stringify(payload),
-      });
+      response = await request(new URL(route, this.baseUrl), { method: options.method, headers, ca: this.ca, idleTimeoutMs: 30_000, body });
       text = await readText(response);
     } catch (err) {
       throw unreachable(err);
     }
     const status = response.statusCode ?? 0;
-    if (status < 200 || status > 299) throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      throw new Error('the master answered with something that is not JSON');
+    const parsed = parseJson(text);
+    const key = options.verifyWith === 'from-answer' ? this.keyFromAnswer(parsed) : options.verifyWith;
+    const signed = key !== null && answerSignatureMatches(key, { status, path: `/${route}`, agent: this.agent.fingerprint, nonce, body: text }, headerText(response.headers[SIGNATURE_HEADER]));
+    if (!signed && !(options.verifyWith === 'from-answer' && (status < 200 || status > 299))) {
+      // Before enrollment the agent cannot check a refusal; anything else unsigned is not the master's.
+      throw new UnsignedAnswerError(`the master's answer (${status}) is not signed with the master's key: ignored (is something between this agent and the master?)`);
     }
-    const checked = schema.safeParse(parsed);
+    if (status < 200 || status > 299) throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
+    if (parsed === null) throw new Error('the master answered with something that is not JSON');
+    const checked = options.schema.safeParse(parsed);
     if (!checked.success) throw new Error(`the master's answer does not follow the agent protocol (${checked.error.issues[0]?.message ?? 'invalid'})`);
     return checked.data;
   }
 
-  /**
-   * Downloads a package into `partFile`, continuing from what is already there (HTTP Range).
-   * Retries a cut connection with backoff; returns when the file has `size` bytes. What the bytes
-   * are worth is for the verifier to say, not for this transfer; `observe` lets it see them as they
-   * are written.
-   */
-  async download(identity: Identity, sha256: string, partFile: string, size: number, log: (msg: string, fields: Record<string, number | string>) => void, observe?: DownloadObserver): Promise<void> {
-    const attempts = 8;
-    for (let attempt = 1; ; attempt++) {
-      let have = (await stat(partFile).catch(() => null))?.size ?? 0;
-      if (have > size) {
-        await truncate(partFile, 0);
-        have = 0;
-      }
-      if (have === size) return;
-      try {
-        const response = await request(new URL(`api/agent/packages/${sha256}`, this.baseUrl), {
-          method: 'GET', headers: { authorization: bearer(identity), ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: this.ca, idleTimeoutMs: 60_000,
-        });
-        const status = response.statusCode ?? 0;
-        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readText(response).catch(() => ''), status), response.headers['retry-after']);
-        // 206: the rest follows; 200: the whole file again (the master ignored the range).
-        const append = status === 206;
-        const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);
-        if (Number.isFinite(total) && total !== size) {
-          response.destroy();
-          throw new WrongPackageError(`the package the master served is not the one it announced (${total} bytes instead of ${size})`);
-        }
-        if (have > 0) log(append ? 'download resumed' : 'download restarted', { sha256, from: append ? have : 0 });
-        const see = observe?.(append ? have : 0);
-        const file = createWriteStream(partFile, { flags: append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
-        await (see ? pipeline(response, tap(see), file) : pipeline(response, file));
-        if (((await stat(partFile)).size) === size) return;
-        throw new Error('the download ended early');
-      } catch (err) {
-        // Retrying cannot help when the master refuses this agent or this package, or serves another one.
-        if (err instanceof WrongPackageError || err instanceof RefusedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
-        const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
-        if (attempt >= attempts) throw translated;
-        const delay = translated instanceof RetryLaterError ? translated.retryAfterMs : Math.min(30_000, 500 * 2 ** (attempt - 1));
-        log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0 });
-        await new Promise((r) => setTimeout(r, delay));
-      }
+  /** Enrollment: the master's key comes in the answer, and must match --master-fingerprint when given. */
+  private keyFromAnswer(parsed: unknown): KeyObject | null {
+    const pem = (parsed as { masterPublicKey?: unknown } | null)?.masterPublicKey;
+    if (typeof pem !== 'string') return null;
+    let key: KeyObject;
+    try {
+      key = createPublicKey(pem);
+    } catch {
+      return null;
     }
+    const fingerprint = keyFingerprint(key);
+    if (this.options.masterFingerprint && fingerprint !== this.options.masterFingerprint) {
+      throw new RefusedError(`the master's key ${fingerprint} is not the one given with --master-fingerprint (${this.options.masterFingerprint}): is this the right master?`);
+    }
+    return key;
   }
 }
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+

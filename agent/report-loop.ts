@@ -3,8 +3,7 @@ import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { AgentConfig } from './config.js';
 import type { CommandRunner } from './command-runner.js';
-import type { Identity } from './identity.js';
-import { RefusedError, RetryLaterError, type MasterClient } from './master-client.js';
+import { NotAcceptedError, RefusedError, RetryLaterError, type MasterClient } from './master-client.js';
 
 /** ±20 %, so a thousand agents started together do not keep calling together. */
 export function withJitter(ms: number, random = Math.random): number {
@@ -29,7 +28,7 @@ export class ReportLoop {
 
   constructor(
     private readonly config: Pick<AgentConfig, 'mode' | 'pollMinMs' | 'pollMaxMs' | 'backoffMaxMs' | 'heartbeatMs'>,
-    private readonly deps: { client: MasterClient; identity: () => Identity; runner: CommandRunner; status: () => Promise<AgentStatus>; log: Logger },
+    private readonly deps: { client: MasterClient; runner: CommandRunner; status: () => Promise<AgentStatus>; log: Logger },
   ) {
     this.idleDelay = config.pollMinMs;
   }
@@ -72,7 +71,7 @@ export class ReportLoop {
     const { mode, pollMinMs, pollMaxMs, backoffMaxMs, heartbeatMs } = this.config;
     try {
       const results = await runner.outbox();
-      const answer = await client.report(this.deps.identity(), await this.deps.status(), results);
+      const answer = await client.report(await this.deps.status(), results);
       await runner.acknowledge(answer.acknowledged, results);
       if (this.failures > 0) log.info('master reachable again', { after: this.failures });
       this.failures = 0;
@@ -94,6 +93,10 @@ export class ReportLoop {
       if (err instanceof RefusedError) {
         log.error('the master refused this agent', { reason: err.message });
         return backoffMaxMs;
+      }
+      if (err instanceof NotAcceptedError) {
+        log.error(err.state === 'rejected' ? 'the administrator rejected this server' : 'this server waits for the administrator to accept it again', { reason: err.message });
+        return Math.min(backoffMaxMs, Math.max(pollMaxMs, 30_000));
       }
       this.failures++;
       const delay = Math.min(backoffMaxMs, Math.max(pollMinMs, 1000) * 2 ** Math.min(this.failures - 1, 10));

@@ -5,12 +5,12 @@ import { PackageRejectedError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
 import { PackageArchiveReader, type PackageMembers } from '../lib/package-archive.js';
-import { verifyMembers, verifyPackage } from '../lib/package-verifier.js';
+import { verifyMembers, verifyPackage, type VerifiedPackage } from '../lib/package-verifier.js';
 import { loadTrustStore } from '../lib/trust-store.js';
 import { compareVersions } from '../lib/version.js';
 import { readJson, writeJsonAtomic } from './files.js';
-import type { Identity } from './identity.js';
 import type { MasterClient } from './master-client.js';
+import { downloadPackage, DownloadStoppedError } from './package-download.js';
 
 export interface StagedPackage {
   sha256: string;
@@ -80,14 +80,18 @@ export class Stager {
    * the container as a download already read it; without it, the file is read.
    */
   async verify(file: string, installed: string | null, allowDowngrade: boolean, read?: Promise<PackageMembers>): Promise<Manifest> {
+    return (await this.verifyFull(file, installed, allowDowngrade, read)).manifest;
+  }
+
+  private async verifyFull(file: string, installed: string | null, allowDowngrade: boolean, read?: Promise<PackageMembers>): Promise<VerifiedPackage> {
     const options = { trust: await loadTrustStore(this.options.trustPath) };
     const verified = await (read ? verifyMembers(read, options) : verifyPackage(file, options));
     this.check(verified.manifest, installed, allowDowngrade);
-    return verified.manifest;
+    return verified;
   }
 
   /** Stages the command's package (or finds it staged), verified. Throws with the precise reason. */
-  async stage(identity: Identity, command: AgentCommand, installed: string | null): Promise<StagedPackage> {
+  async stage(command: AgentCommand, installed: string | null): Promise<StagedPackage> {
     const { sha256, size } = command.package;
     const existing = await this.find(sha256);
     if (existing) {
@@ -99,21 +103,40 @@ export class Stager {
     // The container is parsed and the payload hashed as the bytes arrive, so the file is not read
     // again; a download that had to resume was not seen whole and is verified from the file.
     let reader: PackageArchiveReader | null = null;
-    await this.client.download(identity, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), (from) => {
-      reader = from === 0 ? new PackageArchiveReader() : null;
-      const current = reader;
-      return current ? (chunk) => current.write(chunk) : null;
-    });
+    try {
+      await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), (from) => {
+        reader = from === 0 ? new PackageArchiveReader() : null;
+        const current = reader;
+        // The first byte that cannot belong to the announced package stops the download.
+        return current ? (chunk) => {
+          current.write(chunk);
+          if (current.done) throw new DownloadStoppedError('the package is refused');
+        } : null;
+      });
+    } catch (err) {
+      await rm(p.part, { force: true });
+      const early = reader as PackageArchiveReader | null;
+      if (err instanceof DownloadStoppedError && early) {
+        const reason = await early.members.then(() => err, (refusal: unknown) => refusal);
+        this.log.warn('package refused while downloading', { sha256, reason: reason instanceof Error ? reason.message : String(reason) });
+        throw reason;
+      }
+      throw err;
+    }
     // Set by the observer above; TypeScript cannot follow the assignment through the callback.
     const seen = reader as PackageArchiveReader | null;
     seen?.end();
     let manifest: Manifest;
     try {
-      manifest = await this.verify(p.part, installed, command.allowDowngrade, seen?.members);
+      const verified = await this.verifyFull(p.part, installed, command.allowDowngrade, seen?.members);
+      manifest = verified.manifest;
       // The signed manifest is the binding between the file and the work: a master that serves
       // another package (even a validly signed one) than the one it announced is refused.
       if (manifest.payload.sha256 !== command.package.payloadSha256 || manifest.version !== command.package.version || manifest.product !== command.package.product) {
         throw new RefusedPackageError(`the package the master served is not the one it announced (${manifest.product} ${manifest.version} instead of ${command.package.product} ${command.package.version}, or another payload)`);
+      }
+      if (verified.manifestSha256 !== command.package.manifestSha256) {
+        throw new RefusedPackageError('the package the master served is not the one it announced (another manifest)');
       }
     } catch (err) {
       await rm(p.part, { force: true });

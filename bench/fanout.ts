@@ -54,13 +54,13 @@ export async function fanoutScenario(ctx: BenchContext): Promise<Figure[]> {
 
   const password = 'bench-password';
   const auth = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` };
-  const master = await startMasterProcess(['--data', path.join(ctx.work, 'fanout-master'), '--trust', ctx.trust, '--log-level', 'warn', '--product-version', '1.0'],
+  const master = await startMasterProcess(['--data', path.join(ctx.work, 'fanout-master'), '--trust', ctx.trust, '--log-level', 'warn', '--product-version', '1.0', '--auto-accept'],
     { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: 'bench-enroll-token-0123456789' });
   const agents: AgentProcess[] = [];
   try {
     await pool(Array.from({ length: AGENTS }, (_, i) => i), 5, async (i) => {
       agents.push(await startAgentProcess(['--master', master.url, '--name', `fan-${i}`, '--mode', 'mailbox', '--data', path.join(ctx.work, 'fanout-agents', String(i)),
-        '--trust', ctx.trust, '--initial-version', '0.9', '--poll-min', '0.5', '--poll-max', '1', '--enroll-token', 'bench-enroll-token-0123456789', '--log-level', 'warn']));
+        '--trust', ctx.trust, '--initial-version', '0.9', '--poll-min', '0.5', '--poll-max', '1', '--log-level', 'warn'], { PROPAGATOR_ENROLL_TOKEN: 'bench-enroll-token-0123456789' }));
     });
     const uploaded = await sh('curl', ['-s', '-u', `admin:${password}`, '-F', 'name=fanout', '-F', `package=@${file}`, `${master.url}/api/packages`]);
     const pkgId = (JSON.parse(uploaded) as { id: number }).id;

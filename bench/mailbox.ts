@@ -2,7 +2,7 @@ import path from 'node:path';
 import autocannon from 'autocannon';
 import type { BenchContext } from './run.js';
 import { pacedLoad } from './paced-load.js';
-import { enrollAgents } from './simulated-agents.js';
+import { agentHeaders, enrollAgents } from './simulated-agents.js';
 import { round, startBenchMaster, type Figure } from './support.js';
 
 const TOKEN = 'bench-enroll-token-0123456789';
@@ -17,16 +17,21 @@ function run(options: autocannon.Options): Promise<autocannon.Result> {
 export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
   const count = ctx.quick ? 1000 : 10_000;
   const duration = ctx.quick ? 5 : 10;
-  const master = await startBenchMaster(['--data', path.join(ctx.work, 'mailbox-master'), '--trust', ctx.trust], { PROPAGATOR_ADMIN_PASSWORD: 'bench-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
+  const master = await startBenchMaster(['--data', path.join(ctx.work, 'mailbox-master'), '--trust', ctx.trust, '--auto-accept'], { PROPAGATOR_ADMIN_PASSWORD: 'bench-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
   try {
     const agents = await enrollAgents(master.url, TOKEN, count);
     // Bodies made beforehand: the load generator shares the machine, and should cost it little.
-    const prepared = agents.map((a) => ({ headers: { authorization: a.authorization, 'content-type': 'application/json' }, body: JSON.stringify({ status: a.status, results: [] }) }));
+    const prepared = agents.map((a) => ({ agent: a, body: JSON.stringify({ status: a.status, results: [] }) }));
     let next = 0;
+    // Each poll carries a fresh nonce, as agents send them (the master signs its answer over it).
+    const nextPoll = () => {
+      const p = prepared[next++ % prepared.length] as (typeof prepared)[number];
+      return { headers: agentHeaders(p.agent), body: p.body };
+    };
     const poll: autocannon.Request = {
       method: 'POST',
       path: '/api/agent/report',
-      setupRequest: (request: autocannon.Request) => ({ ...request, ...prepared[next++ % prepared.length] }),
+      setupRequest: (request: autocannon.Request) => ({ ...request, ...nextPoll() }),
     };
     const common = { url: master.url, connections: 32, duration, pipelining: 1 };
     // Steady state, as in a running domain: every agent has called once since the master started
@@ -39,7 +44,7 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
       if (r.non2xx > 0 || r.errors > 0) throw new Error(`${label}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
     }
     // Latency at 500 polls/s, at a steady pace (see paced-load.ts for why not autocannon's rate).
-    const paced = await pacedLoad({ url: master.url, rate: 500, seconds: duration, request: (i) => ({ method: 'POST', path: '/api/agent/report', ...prepared[i % prepared.length] }) });
+    const paced = await pacedLoad({ url: master.url, rate: 500, seconds: duration, request: () => ({ method: 'POST', path: '/api/agent/report', ...nextPoll() }) });
     const pacedNoop = await pacedLoad({ url: master.url, rate: 500, seconds: duration, request: () => ({ method: 'GET', path: '/bench/noop' }) });
     for (const [label, r] of [['paced polls', paced], ['paced noop', pacedNoop]] as const) {
       if (r.failed > 0) throw new Error(`${label}: ${r.failed} failed requests`);

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { makePackage } from '../test/helpers/openssl-package.js';
 import type { BenchContext } from './run.js';
-import { enrollAgents, type SimulatedAgent } from './simulated-agents.js';
+import { agentHeaders, enrollAgents, type SimulatedAgent } from './simulated-agents.js';
 import { cpuSeconds, fileSize, pool, round, seconds, sh, startBenchMaster, type Figure } from './support.js';
 
 const TOKEN = 'bench-enroll-token-0123456789';
@@ -13,7 +13,7 @@ interface Answer {
 /** What a real mailbox agent says while it installs: running, then succeeded. */
 async function simulateInstall(url: string, agent: SimulatedAgent): Promise<void> {
   const call = async (results: unknown[]): Promise<Answer> => {
-    const res = await fetch(`${url}/api/agent/report`, { method: 'POST', headers: { authorization: agent.authorization, 'content-type': 'application/json' }, body: JSON.stringify({ status: agent.status, results }) });
+    const res = await fetch(`${url}/api/agent/report`, { method: 'POST', headers: agentHeaders(agent), body: JSON.stringify({ status: agent.status, results }) });
     if (res.status !== 200) throw new Error(`report answered ${res.status}`);
     return (await res.json()) as Answer;
   };
@@ -30,7 +30,7 @@ async function simulateInstall(url: string, agent: SimulatedAgent): Promise<void
 export async function scaleScenario(ctx: BenchContext): Promise<Figure[]> {
   const count = ctx.quick ? 200 : 1000;
   const data = path.join(ctx.work, 'scale-master');
-  const master = await startBenchMaster(['--data', data, '--trust', ctx.trust, '--product-version', '1.0'], { PROPAGATOR_ADMIN_PASSWORD: 'bench-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
+  const master = await startBenchMaster(['--data', data, '--trust', ctx.trust, '--product-version', '1.0', '--auto-accept'], { PROPAGATOR_ADMIN_PASSWORD: 'bench-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
   const auth = { authorization: `Basic ${Buffer.from('admin:bench-password').toString('base64')}` };
   try {
     const agents = await enrollAgents(master.url, TOKEN, count);

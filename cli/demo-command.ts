@@ -61,12 +61,12 @@ export async function demoCommand(args: string[], io: CliIo): Promise<number> {
   };
   try {
     const masterConfig = loadMasterConfig(['--host', '127.0.0.1', `--port=${port}`, `--data=${path.join(root, 'master')}`, `--trust=${trust}`, '--name', 'master',
-      '--product-version', NEW_VERSION], { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: token });
+      '--product-version', NEW_VERSION, '--auto-accept'], { PROPAGATOR_ADMIN_PASSWORD: password, PROPAGATOR_ENROLL_TOKEN: token });
     master = await startMaster(masterConfig, { log: fileLog({ process: 'master' }), announce: () => undefined });
     const slaves: [string, 'bidirectional' | 'mailbox'][] = [['print-paris', 'bidirectional'], ['print-lyon', 'mailbox'], ['print-nantes', 'mailbox']];
     for (const [name, mode] of slaves) {
       const config = loadAgentConfig([`--master=${master.url}`, '--name', name, '--mode', mode, `--data=${path.join(root, 'agents', name)}`, `--trust=${trust}`,
-        '--initial-version', SLAVE_VERSION, `--enroll-token=${token}`, '--host', '127.0.0.1', '--port', '0', '--poll-min', '1', '--poll-max', '5', '--heartbeat', '5'], {});
+        '--initial-version', SLAVE_VERSION, '--host', '127.0.0.1', '--port', '0', '--poll-min', '1', '--poll-max', '5', '--heartbeat', '5'], { PROPAGATOR_ENROLL_TOKEN: token });
       agents.push(await startAgent(config, { log: fileLog({ process: name }) }));
     }
     const form = new FormData();

@@ -5,6 +5,7 @@ import { DEMO_HELP, demoCommand } from './demo-command.js';
 import { MASTER_HELP, masterCommand } from './master-command.js';
 import { processIo, UsageError, type CliIo } from './io.js';
 import { PACKAGE_HELP, packageBuild, packageVerify } from './package-commands.js';
+import { TOKEN_HELP, tokenCreate } from './token-command.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
@@ -12,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   'package build': packageBuild,
   'package verify': packageVerify,
   'certs init': certsInit,
+  'token create': tokenCreate,
   master: masterCommand,
   agent: agentCommand,
   demo: demoCommand,
@@ -24,6 +26,7 @@ ${PACKAGE_HELP}
 ${CERTS_HELP}
 ${MASTER_HELP}
 ${AGENT_HELP}
+${TOKEN_HELP}
 ${DEMO_HELP}
 propagator help | --help | --version`;
 

@@ -2,9 +2,10 @@ import { z } from 'zod';
 import { isValidVersion } from './version.js';
 
 /**
- * The messages between the master and its agents, in both modes. Agent → master calls carry
- * "Authorization: Bearer <serverId>.<secret>"; master → agent calls are signed
- * (request-signing.ts). Commands carry ids, and the agent executes an id once.
+ * The messages between the master and its agents, in both modes. Agents enroll with their own key
+ * (agent-keys.ts), open sessions by signing a challenge, and carry the session token in
+ * "Authorization: Bearer"; everything the master says is signed (request-signing.ts). Commands
+ * carry ids, and the agent executes an id once.
  */
 const version = z.string().refine(isValidVersion, { error: 'must be 1 to 4 dot-separated numbers' });
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lowercase hexadecimal digits' });
@@ -16,10 +17,20 @@ export const productSchema = z.string().regex(/^[a-z0-9._-]{1,64}$/, { error: 'T
 
 export const stagedSchema = z.object({ sha256, product: productSchema, version });
 
+/** Where the master calls a bidirectional agent: an http(s) URL without credentials, bounded. */
+export const agentAddressSchema = z.string().max(512, { error: 'The address must be at most 512 characters' }).refine((text) => {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '' && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}, { error: 'The address must be an http:// or https:// URL without user name or password' });
+
 export const agentStatusSchema = z.object({
   name: agentNameSchema,
   mode: modeSchema,
-  address: z.url({ error: 'The address must be a URL' }).nullable(),
+  address: agentAddressSchema.nullable(),
   product: productSchema,
   version: version.nullable(),
   staged: z.array(stagedSchema).max(100),
@@ -27,16 +38,44 @@ export const agentStatusSchema = z.object({
 });
 export type AgentStatus = z.infer<typeof agentStatusSchema>;
 
-export const enrollRequestSchema = agentStatusSchema.extend({ token: z.string({ error: 'The enrollment token is missing' }).min(1).max(200) });
+const fingerprint = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, { error: 'must be a key fingerprint (SHA256:…)' });
+const admission = z.enum(['pending', 'accepted', 'rejected']);
+
+/** The enrollment token travels in the Authorization header, checked before this body is read. */
+export const enrollRequestSchema = z.object({
+  status: agentStatusSchema,
+  publicKey: z.string({ error: 'The agent public key is missing' }).max(1000),
+});
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
 
-export const enrollResponseSchema = z.object({ serverId: z.number().int().positive(), secret: z.string().min(20), masterPublicKey: z.string() });
+export const enrollResponseSchema = z.object({
+  state: admission,
+  serverId: z.number().int().positive().nullable(),
+  keyFingerprint: fingerprint,
+  masterPublicKey: z.string().max(1000),
+  message: z.string().max(1000),
+});
 export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
+
+export const challengeResponseSchema = z.object({ challenge: z.string().max(200) });
+
+/** Signed with the agent's key (header), over a challenge the master just gave. */
+export const sessionRequestSchema = z.object({ name: agentNameSchema, keyFingerprint: fingerprint, challenge: z.string().max(200) });
+export type SessionRequest = z.infer<typeof sessionRequestSchema>;
+
+export const sessionResponseSchema = z.object({
+  state: admission,
+  serverId: z.number().int().positive().nullable(),
+  token: z.string().max(200).nullable(),
+  expiresInSeconds: z.number().int().nonnegative().nullable(),
+  message: z.string().max(1000),
+});
+export type SessionResponse = z.infer<typeof sessionResponseSchema>;
 
 export const commandSchema = z.object({
   id: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
   type: z.enum(['propagate', 'apply']),
-  package: z.object({ sha256, payloadSha256: sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
+  package: z.object({ sha256, payloadSha256: sha256, manifestSha256: sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
   allowDowngrade: z.boolean(),
 });
 export type AgentCommand = z.infer<typeof commandSchema>;

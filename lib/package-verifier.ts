@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CertificateInfo } from './certificate.js';
 import { parseSignerPem, signatureMatches, verifyChain } from './cert-chain.js';
 import { corrupt, notSecure } from './errors.js';
@@ -11,6 +12,8 @@ export interface VerifiedPackage {
   signer: CertificateSummary;
   chain: CertificateSummary[];
   payload: { size: number; sha256: string };
+  /** SHA-256 of the exact bytes of manifest.json (hex). */
+  manifestSha256: string;
 }
 
 export interface CertificateSummary {
@@ -75,5 +78,6 @@ export async function verifyMembers(read: Promise<PackageMembers>, options: Veri
   if (members.payload.sha256 !== manifest.payload.sha256) {
     throw corrupt('payload checksum does not match the manifest');
   }
-  return { manifest, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload };
+  const manifestSha256 = createHash('sha256').update(members.manifestBytes).digest('hex');
+  return { manifest, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload, manifestSha256 };
 }

@@ -1,11 +1,20 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { NONCE_HEADER } from './agent-keys.js';
 
 /**
- * How the master authenticates its calls to a bidirectional agent. The master holds an Ed25519
- * key pair; each agent learns the public key when it enrolls. The master signs the timestamp,
- * method, path, body digest and the agent's id, so a signature is useless against another agent,
- * another route or another body, and stale after MAX_SKEW_MS. No shared secret is stored in clear
- * on either side.
+ * Everything the master says to an agent is signed with the master's Ed25519 key, which each agent
+ * learns when it enrolls (or is given beforehand, --master-fingerprint):
+ *
+ * - bidirectional mode, the master's calls: signed over the timestamp, a nonce, the method, path,
+ *   body digest and the agent's id, so a signature is useless against another agent, another route
+ *   or another body, stale after MAX_SKEW_MS, and refused when replayed (the agent keeps the nonces
+ *   it saw for that long);
+ * - both modes, the answers to the agent's own calls: signed over the status, the route, the
+ *   agent's identity (its key fingerprint), the nonce the agent sent with its request, and the body.
+ *   The nonce is fresh for each call, so an answer cannot be replayed, and no clock is involved.
+ *
+ * A man in the middle of a plain-HTTP link can therefore drop messages, but not forge, alter or
+ * replay one.
  */
 export const SIGNATURE_HEADER = 'x-propagator-signature';
 export const TIMESTAMP_HEADER = 'x-propagator-timestamp';
@@ -19,28 +28,71 @@ export function generateSigningKey(): { privatePem: string; publicPem: string } 
   };
 }
 
-function canonical(parts: { timestamp: string; method: string; path: string; body: Buffer | string; agentId: number }): Buffer {
-  const digest = createHash('sha256').update(parts.body).digest('hex');
-  return Buffer.from(`${parts.timestamp}\n${parts.method.toUpperCase()}\n${parts.path}\n${digest}\n${parts.agentId}`);
+const digestOf = (body: Buffer | string) => createHash('sha256').update(body).digest('hex');
+
+interface RequestParts {
+  method: string;
+  path: string;
+  body: Buffer | string;
+  agentId: number;
 }
 
-export function signRequest(privateKey: KeyObject | string, request: { method: string; path: string; body: Buffer | string; agentId: number }, now = Date.now()): Record<string, string> {
+function canonicalRequest(parts: RequestParts & { timestamp: string; nonce: string }): Buffer {
+  return Buffer.from(`propagator master request v2\n${parts.timestamp}\n${parts.nonce}\n${parts.method.toUpperCase()}\n${parts.path}\n${digestOf(parts.body)}\n${parts.agentId}`);
+}
+
+export function signRequest(privateKey: KeyObject | string, request: RequestParts & { nonce: string }, now = Date.now()): Record<string, string> {
   const key = typeof privateKey === 'string' ? createPrivateKey(privateKey) : privateKey;
   const timestamp = String(now);
-  const signature = sign(null, canonical({ ...request, timestamp }), key).toString('base64');
-  return { [SIGNATURE_HEADER]: signature, [TIMESTAMP_HEADER]: timestamp };
+  const signature = sign(null, canonicalRequest({ ...request, timestamp }), key).toString('base64');
+  return { [SIGNATURE_HEADER]: signature, [TIMESTAMP_HEADER]: timestamp, [NONCE_HEADER]: request.nonce };
 }
 
-/** Why a signed request is refused, or null when it is genuine and fresh. */
+/** Why a signed request is refused, or null when it is genuine and fresh (replays are the caller's to catch). */
 export function checkSignature(
   publicKey: KeyObject | string,
-  request: { method: string; path: string; body: Buffer | string; agentId: number; signature: string | undefined; timestamp: string | undefined },
+  request: RequestParts & { signature: string | undefined; timestamp: string | undefined; nonce: string | undefined },
   now = Date.now(),
 ): string | null {
-  if (!request.signature || !request.timestamp) return 'the request is not signed by the master';
+  if (!request.signature || !request.timestamp || !request.nonce) return 'the request is not signed by the master';
   const when = Number(request.timestamp);
   if (!Number.isFinite(when) || Math.abs(now - when) > MAX_SKEW_MS) return 'the request signature is stale (check the clocks of master and slave)';
   const key = typeof publicKey === 'string' ? createPublicKey(publicKey) : publicKey;
-  const ok = verify(null, canonical({ ...request, timestamp: request.timestamp }), key, Buffer.from(request.signature, 'base64'));
+  const canonical = canonicalRequest({ ...request, timestamp: request.timestamp, nonce: request.nonce });
+  const ok = (() => {
+    try {
+      return verify(null, canonical, key, Buffer.from(request.signature, 'base64'));
+    } catch {
+      return false;
+    }
+  })();
   return ok ? null : 'the request signature does not match the master key';
+}
+
+export interface AnswerParts {
+  status: number;
+  /** The route the agent called, e.g. "/api/agent/report". */
+  path: string;
+  /** The agent's key fingerprint. */
+  agent: string;
+  /** The nonce the agent sent with its request. */
+  nonce: string;
+  body: Buffer | string;
+}
+
+function canonicalAnswer(parts: AnswerParts): Buffer {
+  return Buffer.from(`propagator master answer v1\n${parts.status}\n${parts.path}\n${parts.agent}\n${parts.nonce}\n${digestOf(parts.body)}`);
+}
+
+export function signAnswer(privateKey: KeyObject, parts: AnswerParts): string {
+  return sign(null, canonicalAnswer(parts), privateKey).toString('base64');
+}
+
+export function answerSignatureMatches(publicKey: KeyObject, parts: AnswerParts, signature: string | undefined): boolean {
+  if (!signature || signature.length > 200) return false;
+  try {
+    return verify(null, canonicalAnswer(parts), publicKey, Buffer.from(signature, 'base64'));
+  } catch {
+    return false;
+  }
 }

@@ -13,6 +13,7 @@ import { authRouter } from './routes/auth-router.js';
 import { healthRouter } from './routes/health-router.js';
 import { operationsRouter } from './routes/operations-router.js';
 import { packagesRouter } from './routes/packages-router.js';
+import { admissionRouter } from './routes/admission-router.js';
 import { serversRouter } from './routes/servers-router.js';
 import { settingsRouter } from './routes/settings-router.js';
 import { createServices, type MasterDeps, type MasterServices } from './services.js';
@@ -45,7 +46,7 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
   app.use(healthRouter({ db, store }));
-  app.use(agentRouter({ agents: services.agents, store, enrollAttemptsPerWindow: config.loginAttemptsPerWindow }));
+  app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));
@@ -63,7 +64,13 @@ export function createApp(deps: AppDeps): Express {
   app.use('/assets', express.static(path.join(PROJECT_ROOT, 'public'), { index: false, maxAge: '1h' }));
   app.use('/api/master', express.json({ limit: '64kb' }));
 
-  app.use(serversRouter({ servers: services.servers, settings: services.settings }));
+  // The menu shows how many servers wait for admission, on every console page.
+  app.use(async (req, res, next) => {
+    if (req.method === 'GET' && !req.path.startsWith('/api/') && !req.path.startsWith('/assets/')) res.locals.pendingServers = await services.admission.countPending();
+    next();
+  });
+  app.use(serversRouter({ servers: services.servers, settings: services.settings, admission: services.admission }));
+  app.use(admissionRouter({ admission: services.admission, servers: services.servers, key: services.masterKey }));
   app.use(packagesRouter({ packages: services.packages, settings: services.settings, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
   app.use(operationsRouter({ operations: services.operations, packages: services.packages, servers: services.servers, settings: services.settings }));
   app.use(settingsRouter({ settings: services.settings, auth: services.auth }));

@@ -26,6 +26,8 @@ export interface MasterConfig {
   /** A slave whose last contact is older than this is "late", older than offlineAfterMs "offline". */
   lateAfterMs: number;
   offlineAfterMs: number;
+  /** Accept new servers without the administrator (trusted networks only); default off. */
+  autoAccept: boolean;
   /** Failed logins (and failed Basic credentials) allowed per address per 15 minutes. */
   loginAttemptsPerWindow: number;
   /** Mailbox sessions served per minute, all agents together; 0 means no cap. */
@@ -68,13 +70,14 @@ const FLAGS = {
   'parallel-transfers': { type: 'string', env: 'PROPAGATOR_PARALLEL_TRANSFERS' },
   'deadline-bidirectional': { type: 'string', env: 'PROPAGATOR_DEADLINE_BIDIRECTIONAL' },
   'deadline-mailbox': { type: 'string', env: 'PROPAGATOR_DEADLINE_MAILBOX' },
+  'auto-accept': { type: 'boolean', env: 'PROPAGATOR_AUTO_ACCEPT' },
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
                   [--max-upload SIZE] [--mailbox-cap N] [--parallel-transfers N]
-                  [--deadline-bidirectional S] [--deadline-mailbox S] [--log-level debug|info|warn|error]
+                  [--deadline-bidirectional S] [--deadline-mailbox S] [--auto-accept] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
     PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
     the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN.`;
@@ -92,10 +95,14 @@ const schema = z.object({
 });
 
 export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Readonly<MasterConfig> {
-  const options = Object.fromEntries(Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type }])) as Record<keyof typeof FLAGS, { type: 'string' }>;
+  const options = Object.fromEntries(Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type }])) as Record<keyof typeof FLAGS, { type: 'string' | 'boolean' }>;
   const { values, positionals } = parseArgs({ args, options, allowPositionals: true });
   if (positionals.length > 0) throw new ValidationError(`unexpected argument ${positionals[0]}`);
-  const pick = (flag: keyof typeof FLAGS): string | undefined => values[flag] ?? (env[FLAGS[flag].env] || undefined);
+  const pick = (flag: keyof typeof FLAGS): string | undefined => {
+    const value = values[flag];
+    return typeof value === 'string' ? value : env[FLAGS[flag].env] || undefined;
+  };
+  const flagOn = (flag: keyof typeof FLAGS): boolean => values[flag] === true || /^(1|true|yes|on)$/i.test(env[FLAGS[flag].env] ?? '');
 
   const parsed = schema.safeParse({
     host: pick('host') ?? '0.0.0.0',
@@ -131,5 +138,6 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     lateAfterMs: 2 * 60_000,
     offlineAfterMs: 10 * 60_000,
     loginAttemptsPerWindow: 10,
+    autoAccept: flagOn('auto-accept'),
   });
 }

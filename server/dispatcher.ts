@@ -1,4 +1,5 @@
 import got from 'got';
+import { newNonce } from '../lib/agent-keys.js';
 import { signRequest } from '../lib/request-signing.js';
 import { errorMessage } from '../lib/errors.js';
 import type { CommandsRepo } from './db/commands-repo.js';
@@ -77,14 +78,19 @@ export class Dispatcher {
     if (!server?.address) return;
     const body = JSON.stringify(toAgentCommand(command));
     const path = '/api/commands';
-    const headers = signRequest((await this.key()).privateKey, { method: 'POST', path, body, agentId: server.id });
+    const headers = signRequest((await this.key()).privateKey, { method: 'POST', path, body, agentId: server.id, nonce: newNonce() });
     try {
-      await got.post(new URL(path, server.address).toString(), {
+      // The address is the one the administrator accepted; a redirect from there is not followed
+      // (an agent could otherwise point the master at any other service).
+      const response = await got.post(new URL(path, server.address).toString(), {
         body,
         headers: { ...headers, 'content-type': 'application/json' },
         timeout: { request: 10_000 },
         retry: { limit: 0 },
+        followRedirect: false,
+        throwHttpErrors: true,
       });
+      if (response.statusCode >= 300) throw Object.assign(new Error(`the agent answered ${response.statusCode} (redirects are not followed)`), { code: `HTTP ${response.statusCode}, not followed` });
       const now = new Date().toISOString();
       if (await this.commands.update(command.id, { state: 'delivered', deliveredAt: now, attempts: command.attempts + 1, nextAttemptAt: null }, ['queued', 'delivered'])) {
         this.onChange(command.id);

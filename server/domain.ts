@@ -14,6 +14,8 @@ export interface StoredPackage {
   size: number;
   sha256: string;
   payload: { size: number; sha256: string };
+  /** SHA-256 of the exact signed manifest.json bytes; commands carry it to the agents. */
+  manifestSha256: string;
   manifest: Manifest;
   signer: string;
   chain: CertificateSummary[];
@@ -35,6 +37,7 @@ export interface StagedPackage {
   version: string;
 }
 
+/** An accepted slave server: its name, its agent's key, where and how the master reaches it. */
 export interface SlaveRecord {
   id: number;
   name: string;
@@ -42,11 +45,46 @@ export interface SlaveRecord {
   address: string | null;
   product: string | null;
   version: string | null;
-  secretHash: string;
+  /** The agent's Ed25519 public key (SPKI PEM); null for a server enrolled before agents had keys. */
+  publicKey: string | null;
+  keyFingerprint: string | null;
   staged: StagedPackage[];
   freeDiskBytes: number | null;
   lastSeen: string | null;
   enrolledAt: string;
+  requestedFrom: string | null;
+  acceptedBy: string | null;
+  acceptedAt: string | null;
+  /** A mode or address the agent reports that the administrator has not accepted (yet). */
+  requestedChange: { mode: ServerMode; address: string | null; state: 'pending' | 'rejected' } | null;
+}
+
+/** An enrollment waiting for the administrator, or refused by them. */
+export interface ServerRequest {
+  id: number;
+  name: string;
+  state: 'pending' | 'rejected';
+  mode: ServerMode;
+  address: string | null;
+  product: string | null;
+  version: string | null;
+  publicKey: string;
+  keyFingerprint: string;
+  requestedFrom: string | null;
+  requestedAt: string;
+  decidedBy: string | null;
+  decidedAt: string | null;
+}
+
+/** A one-time token that enrolls exactly one name, once (shown once; only its hash is kept). */
+export interface EnrollToken {
+  id: number;
+  name: string;
+  createdBy: string;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  serverId: number | null;
 }
 
 /** One line of "Print servers" and of GET /api/servers. */
@@ -62,6 +100,9 @@ export interface ServerView {
   address: string | null;
   staged: StagedPackage[];
   freeDiskBytes: number | null;
+  /** The agent's key fingerprint (null for the master, and for servers enrolled before keys). */
+  keyFingerprint: string | null;
+  requestedChange: SlaveRecord['requestedChange'];
 }
 
 export interface Session {
@@ -88,6 +129,7 @@ export interface Command {
   packageName: string;
   packageSha256: string;
   payloadSha256: string;
+  manifestSha256: string;
   packageSize: number;
   product: string;
   version: string;
@@ -122,7 +164,7 @@ export function newCommand(input: {
   const { server, pkg, at } = input;
   return {
     id: input.id, operationId: input.operationId, serverId: server.id, serverName: server.name, type: input.type,
-    packageId: pkg.id, packageName: pkg.name, packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, packageSize: pkg.size,
+    packageId: pkg.id, packageName: pkg.name, packageSha256: pkg.sha256, payloadSha256: pkg.payload.sha256, manifestSha256: pkg.manifestSha256, packageSize: pkg.size,
     product: pkg.product, version: pkg.version, allowDowngrade: input.allowDowngrade, state: input.state, message: input.message,
     versionBefore: server.version, versionAfter: null, attempts: 0, nextAttemptAt: null, deadlineAt: input.deadlineAt,
     createdAt: at, deliveredAt: null, startedAt: null, finishedAt: null, updatedAt: at,

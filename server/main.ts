@@ -3,6 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { keyFingerprint } from '../lib/agent-keys.js';
 import { loadTrustStore } from '../lib/trust-store.js';
 import { errorMessage } from '../lib/errors.js';
 import { createApp } from './app.js';
@@ -53,6 +54,10 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
   const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];
   if (secrets.generatedPassword) lines.push(`  Admin password (generated, shown only now): admin / ${secrets.generatedPassword}`);
   if (secrets.generatedEnrollToken) lines.push(`  Enrollment token for slaves (generated, shown only now): ${secrets.generatedEnrollToken}`);
+  lines.push(`  Master key fingerprint: ${keyFingerprint((await services.masterKey()).publicPem)} (agents may pin it: --master-fingerprint)`);
+  lines.push(config.autoAccept
+    ? '  New servers are accepted as they enroll (--auto-accept): use it on trusted networks only.'
+    : '  New servers wait for you to accept them in the console (New servers).');
   await loadTrustStore(config.trustPath).catch((err: unknown) => lines.push(`  Warning: ${errorMessage(err)}; every package will be refused until it holds a root CA certificate.`));
   announce(lines.join('\n'));
 

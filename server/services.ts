@@ -5,6 +5,7 @@ import { OperationsRepo } from './db/operations-repo.js';
 import { OperationsEngine } from './operations-engine.js';
 import { OperationService } from './services/operation-service.js';
 import { loadMasterKey, type MasterKey } from './master-key.js';
+import { AdmissionService } from './services/admission-service.js';
 import { AgentService } from './services/agent-service.js';
 import { CommandService } from './services/command-service.js';
 import type { MasterConfig } from './config.js';
@@ -22,6 +23,9 @@ import { SettingsService } from './services/settings-service.js';
 
 export interface MasterServices {
   auth: AuthService;
+  admission: AdmissionService;
+  /** The master's signing key (made at first start), for what the routers sign. */
+  masterKey: () => Promise<MasterKey>;
   settings: SettingsService;
   packages: PackageService;
   servers: ServerService;
@@ -50,7 +54,9 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   const packagesRepo = new PackagesRepo(db);
   let key: Promise<MasterKey> | null = null;
   const masterKey = () => (key ??= loadMasterKey(config.dataDir));
-  const agents = new AgentService(db, serversRepo, commandsRepo, settings, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute });
+  const admission = new AdmissionService(db, settings, { autoAccept: config.autoAccept, maxPending: 1000 }, log);
+  const agents = new AgentService(db, serversRepo, commandsRepo, admission, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute, autoAccept: config.autoAccept });
+  admission.onAdmitted = (id) => agents.forget(id);
   const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
   const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log);
@@ -69,6 +75,8 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   servers.onRemoved = (id) => agents.forget(id);
   return {
     auth: new AuthService(settingsRepo, new SessionsRepo(db), log),
+    admission,
+    masterKey,
     settings,
     packages: new PackageService({
       packages: packagesRepo,

@@ -6,6 +6,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
+import { newNonce } from '../lib/agent-keys.js';
 import { signRequest } from '../lib/request-signing.js';
 import { loadMasterKey } from '../server/master-key.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
@@ -37,8 +38,8 @@ after(() => d.close());
 async function start(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], options: { token?: boolean; masterUrl?: string; trust?: string } = {}) {
   const data = path.join(work, `agent-${name}`);
   const args = ['--master', options.masterUrl ?? master.url, '--name', name, '--mode', mode, '--data', data, '--trust', options.trust ?? pki.root,
-    '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...extra, ...(options.token === false ? [] : ['--enroll-token', TOKEN])];
-  const agent = await startAgentProcess(args);
+    '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...extra];
+  const agent = await startAgentProcess(args, options.token === false ? {} : { PROPAGATOR_ENROLL_TOKEN: TOKEN });
   agents.push(agent);
   return { agent, data };
 }
@@ -58,21 +59,27 @@ describe('bidirectional mode', () => {
     await waitFor(async () => ((await m.db.get<{ last_seen: string }>('SELECT last_seen FROM servers WHERE id = ?', [agent.serverId]))?.last_seen ?? '') > seen, 5000, 'a heartbeat');
   });
 
-  it('obeys only calls signed by its master', async () => {
+  it('obeys only calls signed by its master, each once', async () => {
     const { agent } = await start('bidi-sign', 'bidirectional', ['--host', '127.0.0.1', '--port', '0']);
-    const body = JSON.stringify({ id: 'aaaaaaaa-1111', type: 'apply', package: { sha256: 'a'.repeat(64), size: 1, product: 'watchdoc', version: '9.9', name: 'x' }, allowDowngrade: true });
+    // A well-formed command for a package that does not exist: accepted, it fails at download.
+    const body = JSON.stringify({ id: 'aaaaaaaa-1111', type: 'propagate', package: { sha256: 'a'.repeat(64), payloadSha256: 'b'.repeat(64), manifestSha256: 'c'.repeat(64), size: 1, product: 'watchdoc', version: '9.9', name: 'x' }, allowDowngrade: true });
     const post = (headers: Record<string, string>) => fetch(`${agent.address}/api/commands`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
     const unsigned = await post({});
     assert.equal(unsigned.status, 401);
     assert.deepEqual(await unsigned.json(), { error: 'the request is not signed by the master' });
     const intruder = generateKeyPairSync('ed25519').privateKey;
-    const forged = await post(signRequest(intruder, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }));
+    const forged = await post(signRequest(intruder, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId, nonce: newNonce() }));
     assert.deepEqual([forged.status, await forged.json()], [401, { error: 'the request signature does not match the master key' }]);
     const { privateKey } = await loadMasterKey(m.dir);
-    const otherAgent = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId + 100 }));
+    const otherAgent = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId + 100, nonce: newNonce() }));
     assert.equal(otherAgent.status, 401, 'a signature made for another agent');
-    const stale = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId }, Date.now() - 10 * 60_000));
+    const stale = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId, nonce: newNonce() }, Date.now() - 10 * 60_000));
     assert.deepEqual([stale.status, await stale.json()], [401, { error: 'the request signature is stale (check the clocks of master and slave)' }]);
+    // A genuine call, recorded on the network and sent again within the signature's lifetime.
+    const genuine = signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId, nonce: newNonce() });
+    assert.equal((await post(genuine)).status, 202);
+    const replayed = await post(genuine);
+    assert.deepEqual([replayed.status, await replayed.json()], [401, { error: 'the request was already received once (a replay is refused)' }]);
     assert.match(agent.logs(), /refused a call not signed by the master/);
     assert.equal((await fetch(`${agent.address}/health`)).status, 200);
   });
@@ -147,7 +154,7 @@ describe('TLS', () => {
     const cert = path.join(work, 'master-tls.pem');
     const key = path.join(work, 'master-tls.key');
     await must('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
-    const tlsMaster = await startMasterProcess(['--data', path.join(work, 'tls-master'), '--trust', pki.root, '--tls-cert', cert, '--tls-key', key],
+    const tlsMaster = await startMasterProcess(['--data', path.join(work, 'tls-master'), '--trust', pki.root, '--tls-cert', cert, '--tls-key', key, '--auto-accept'],
       { PROPAGATOR_ADMIN_PASSWORD: 'tls-admin-password', PROPAGATOR_ENROLL_TOKEN: TOKEN });
     try {
       const { agent } = await start('tls-agent', 'mailbox', ['--ca', cert], { masterUrl: tlsMaster.url });
@@ -165,7 +172,7 @@ describe('TLS', () => {
       await agent.stop();
       // Without --ca, the agent cannot trust the master: it says why and keeps retrying.
       const child = spawn(process.execPath, [BIN, 'agent', '--master', tlsMaster.url, '--name', 'tls-no-ca', '--mode', 'mailbox',
-        '--data', path.join(work, 'tls-no-ca'), '--trust', pki.root, '--enroll-token', TOKEN], { stdio: ['ignore', 'pipe', 'pipe'] });
+        '--data', path.join(work, 'tls-no-ca'), '--trust', pki.root], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPAGATOR_ENROLL_TOKEN: TOKEN } });
       let output = '';
       child.stdout.on('data', (c: Buffer) => (output += c.toString()));
       try {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createPublicKey } from 'node:crypto';
 import { access, copyFile, readdir, readFile, readlink, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,7 +8,9 @@ import { runAgentToExit, startAgentProcess, type AgentProcess } from './helpers/
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
 import { BASIC } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
+import { SimulatedAgent } from './helpers/simulated-agent.js';
 import { makeRelease } from './helpers/releases.js';
+import { keyFingerprint } from '../lib/agent-keys.js';
 import { flipPayloadByte } from './helpers/tamper.js';
 import type { TestPki } from './helpers/test-pki.js';
 
@@ -39,7 +42,7 @@ function agentArgs(name: string, mode: 'mailbox' | 'bidirectional', extra: strin
 
 async function startAgent(name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], token: string | null = TOKEN) {
   const { args, data } = agentArgs(name, mode, extra);
-  const agent = await startAgentProcess(token ? [...args, '--enroll-token', token] : args);
+  const agent = await startAgentProcess(args, token ? { PROPAGATOR_ENROLL_TOKEN: token } : {});
   agents.push(agent);
   return { agent, data };
 }
@@ -50,33 +53,41 @@ async function serverView(id: number) {
 }
 
 describe('enrollment', () => {
-  it('enrolls with the token, stores its identity owner-only, and reuses it without the token', async () => {
+  it('enrolls with the token and its own key, keeps both owner-only, and reuses them without the token', async () => {
     const { agent, data } = await startAgent('enroll-1', 'mailbox');
     const view = await serverView(agent.serverId);
     assert.deepEqual([view?.mode, view?.version, view?.status, view?.address], ['mailbox', '6.1.0', 'online', null]);
+    assert.equal((await stat(data)).mode & 0o777, 0o700);
     assert.equal((await stat(path.join(data, 'identity.json'))).mode & 0o777, 0o600);
-    const { secret } = JSON.parse(await readFile(path.join(data, 'identity.json'), 'utf8')) as { secret: string };
-    const row = await m.db.get<{ secret_hash: string }>('SELECT secret_hash FROM servers WHERE id = ?', [agent.serverId]);
-    assert.ok(row && !row.secret_hash.includes(secret) && row.secret_hash.startsWith('sha256$'));
+    assert.equal((await stat(path.join(data, 'agent-key.pem'))).mode & 0o777, 0o600);
+    const keyPem = await readFile(path.join(data, 'agent-key.pem'), 'utf8');
+    const publicPem = createPublicKey(keyPem).export({ type: 'spki', format: 'pem' }).toString();
+    const identity = JSON.parse(await readFile(path.join(data, 'identity.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(identity.keyFingerprint, keyFingerprint(publicPem));
+    assert.ok(!JSON.stringify(identity).includes('PRIVATE KEY') && !('secret' in identity), 'identity.json holds no secret');
+    const row = await m.db.get<{ public_key: string; key_fingerprint: string }>('SELECT public_key, key_fingerprint FROM servers WHERE id = ?', [agent.serverId]);
+    assert.deepEqual([row?.public_key, row?.key_fingerprint], [publicPem, identity.keyFingerprint], 'the master keeps the public key, nothing secret');
+    const created = agent.logs().split('\n').find((l) => l.includes('"msg":"agent key created"')) ?? '';
+    assert.ok(created.includes(`"keyFingerprint":"${String(identity.keyFingerprint)}"`), 'the log shows the fingerprint the administrator compares');
     await agent.stop();
     const again = await startAgent('enroll-1', 'mailbox', [], null);
     assert.equal(again.agent.serverId, agent.serverId);
   });
 
   it('refuses a wrong enrollment token, and an agent without a token', async () => {
-    const wrong = await runAgentToExit([...agentArgs('enroll-wrong', 'mailbox').args, '--enroll-token', 'not-the-token']);
+    const wrong = await runAgentToExit(agentArgs('enroll-wrong', 'mailbox').args, { PROPAGATOR_ENROLL_TOKEN: 'not-the-token-0123456789' });
     assert.equal(wrong.code, 2);
     assert.match(wrong.output, /propagator: the master refused the enrollment: The enrollment token is wrong/);
     const none = await runAgentToExit(agentArgs('enroll-none', 'mailbox').args);
     assert.equal(none.code, 2);
-    assert.match(none.output, /this agent is not enrolled yet: start it once with --enroll-token/);
+    assert.match(none.output, /this agent is not enrolled yet: start it once with an enrollment token \(PROPAGATOR_ENROLL_TOKEN, or --enroll-token-file FILE\)/);
   });
 
   it('is refused, and says so, once removed from the console', async () => {
     const { agent } = await startAgent('enroll-removed', 'mailbox');
     await supertest(m.app).delete(`/api/servers/${agent.serverId}`).set('Authorization', BASIC).expect(204);
     await waitFor(async () => agent.logs().includes('the master refused this agent'), 10_000, 'the refusal in the log');
-    assert.match(agent.logs(), /"reason":"This agent is not enrolled: it was removed from the console, or its secret is wrong/);
+    assert.match(agent.logs(), /"reason":"This agent is not a server of the domain: it was removed from the console, or \\"enroll-removed\\" was accepted with another key; enroll it again with an enrollment token"/);
     await agent.stop();
   });
 });
@@ -178,8 +189,8 @@ describe('mailbox mode', () => {
   it('downloads only packages assigned to it', async () => {
     const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.9.0'));
     const stored = await m.services.packages.get(pkgId);
-    const { secret, serverId } = JSON.parse(await readFile(path.join(data, 'identity.json'), 'utf8')) as { secret: string; serverId: number };
-    const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', `Bearer ${serverId}.${secret}`).expect(403);
+    const other = await new SimulatedAgent(master.url, 'not-assigned').join(TOKEN);
+    const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', other.authorization).expect(403);
     assert.deepEqual(res.body, { error: 'This package is not assigned to this server' });
     await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', BASIC).expect(401);
   });
@@ -189,9 +200,9 @@ describe('mailbox mode', () => {
     const bytes = await readFile(file);
     const pkgId = await upload(file);
     const { sha256 } = await m.services.packages.get(pkgId);
-    const enrolled = await supertest(m.app).post('/api/agent/enroll').send({ name: 'range-reader', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.0.0', staged: [], freeDiskBytes: null, token: TOKEN }).expect(201);
-    const auth = `Bearer ${enrolled.body.serverId}.${enrolled.body.secret}`;
-    await m.services.commands.enqueue({ serverId: enrolled.body.serverId as number, type: 'propagate', packageId: pkgId });
+    const reader = await new SimulatedAgent(master.url, 'range-reader').join(TOKEN, { version: '6.0.0' });
+    const auth = reader.authorization;
+    await m.services.commands.enqueue({ serverId: reader.serverId as number, type: 'propagate', packageId: pkgId });
     const get = (range?: string) => {
       const req = supertest(m.app).get(`/api/agent/packages/${sha256}`).set('Authorization', auth).buffer(true).parse((res, done) => {
         const chunks: Buffer[] = [];

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { makePackage } from './helpers/openssl-package.js';
 import { ServersRepo } from '../server/db/servers-repo.js';
+import { SimulatedAgent } from './helpers/simulated-agent.js';
 import { ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './helpers/master.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
@@ -199,13 +200,12 @@ describe('settings', () => {
 
 describe('rate limits', () => {
   it('never counts successful requests, however many run at once', async () => {
-    const busy = await createTestMaster(pki.root, { loginAttemptsPerWindow: 3, enrollToken: 'busy-enrollment-token-0123456789' });
+    const busy = await createTestMaster(pki.root, { loginAttemptsPerWindow: 3, enrollToken: 'busy-enrollment-token-0123456789', autoAccept: true });
     try {
       await busy.services.settings.init({ product: null, productVersion: null, enrollToken: 'busy-enrollment-token-0123456789' });
       const served = await listenMaster(busy);
       try {
-        const status = (i: number) => ({ name: `burst-${i}`, mode: 'mailbox', address: null, product: 'watchdoc', version: '1.0', staged: [], freeDiskBytes: null });
-        const enroll = (i: number, token: string) => fetch(`${served.url}/api/agent/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...status(i), token }) });
+        const enroll = (i: number, token: string) => new SimulatedAgent(served.url, `burst-${i}`).enroll(token);
         const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => enroll(i, 'busy-enrollment-token-0123456789')));
         assert.deepEqual([...new Set(burst.map((r) => r.status))], [201]);
         const api = await Promise.all(Array.from({ length: 40 }, () => fetch(`${served.url}/api/servers`, { headers: { authorization: BASIC } })));
@@ -213,7 +213,7 @@ describe('rate limits', () => {
         for (let i = 0; i < 3; i++) assert.equal((await enroll(100, 'wrong-token')).status, 401);
         const blocked = await enroll(100, 'wrong-token');
         assert.equal(blocked.status, 429);
-        assert.deepEqual(await blocked.json(), { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
+        assert.deepEqual(blocked.body, { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
         assert.match(blocked.headers.get('retry-after') ?? '', /^\d+$/);
       } finally {
         await served.close();
@@ -270,8 +270,9 @@ describe('a domain of 1,000 servers', () => {
       await big.db.transaction(async (tx) => {
         const repo = new ServersRepo(tx);
         for (let i = 1; i <= 1000; i++) {
-          await repo.upsertEnrollment({ name: `print-${String(i).padStart(4, '0')}`, mode: i % 3 === 0 ? 'bidirectional' : 'mailbox', address: i % 3 === 0 ? `http://127.0.0.1:${20000 + i}` : null,
-            product: 'watchdoc', version: i % 10 === 0 ? '6.0.0' : '1.0.0', staged: [], freeDiskBytes: 1e10 }, 'sha256$x', new Date().toISOString());
+          const name = `print-${String(i).padStart(4, '0')}`;
+          await repo.admit({ name, mode: i % 3 === 0 ? 'bidirectional' : 'mailbox', address: i % 3 === 0 ? `http://127.0.0.1:${20000 + i}` : null,
+            product: 'watchdoc', version: i % 10 === 0 ? '6.0.0' : '1.0.0', publicKey: 'test', keyFingerprint: `SHA256:${name}`, requestedFrom: null, acceptedBy: 'test', enrolledAt: new Date().toISOString(), at: new Date().toISOString() });
         }
       });
       const { agent } = await loginAgent(big.app);

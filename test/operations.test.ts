@@ -37,7 +37,7 @@ interface Domain {
 }
 
 async function domain(overrides: Partial<MasterConfig> = {}, productVersion = '6.2.0'): Promise<Domain> {
-  const m = await createTestMaster(pki.root, { enrollToken: TOKEN, productVersion, ...overrides });
+  const m = await createTestMaster(pki.root, { enrollToken: TOKEN, productVersion, autoAccept: true, ...overrides });
   await m.services.settings.init({ product: null, productVersion, enrollToken: TOKEN });
   const served = await listenMaster(m);
   closers.push(async () => { await served.close(); await m.cleanup(); });
@@ -47,8 +47,8 @@ async function domain(overrides: Partial<MasterConfig> = {}, productVersion = '6
 async function agent(d: { url: string }, name: string, mode: 'mailbox' | 'bidirectional', extra: string[] = [], token = true) {
   const data = path.join(work, `op-agent-${name}`);
   const a = await startAgentProcess(['--master', d.url, '--name', name, '--mode', mode, '--data', data, '--trust', pki.root, '--initial-version', '6.1.0',
-    '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...(mode === 'bidirectional' ? ['--host', '127.0.0.1', '--port', '0'] : []), ...extra,
-    ...(token ? ['--enroll-token', TOKEN] : [])]);
+    '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...(mode === 'bidirectional' ? ['--host', '127.0.0.1', '--port', '0'] : []), ...extra],
+  token ? { PROPAGATOR_ENROLL_TOKEN: TOKEN } : {});
   agents.push(a);
   return { agent: a, data };
 }
@@ -227,7 +227,7 @@ describe('the engine', () => {
     closers.push(done);
     const port = await freePort();
     const data = path.join(dir, 'data');
-    const first = await openMaster(data, pki.root, { enrollToken: TOKEN, productVersion: '6.2.0' });
+    const first = await openMaster(data, pki.root, { enrollToken: TOKEN, productVersion: '6.2.0', autoAccept: true });
     await first.services.settings.init({ product: null, productVersion: '6.2.0', enrollToken: TOKEN });
     let served = await listenMaster(first, port);
     const d1: Domain = { m: { ...first, cleanup: async () => undefined }, url: served.url, api: () => supertest.agent(first.app).set('Authorization', BASIC) };
@@ -237,7 +237,7 @@ describe('the engine', () => {
     await served.close();
     await first.stop();
 
-    const second = await openMaster(data, pki.root, { enrollToken: TOKEN, productVersion: '6.2.0' });
+    const second = await openMaster(data, pki.root, { enrollToken: TOKEN, productVersion: '6.2.0', autoAccept: true });
     served = await listenMaster(second, port);
     closers.push(async () => { await served.close(); await second.stop(); });
     const d2: Domain = { m: { ...second, cleanup: async () => undefined }, url: served.url, api: () => supertest.agent(second.app).set('Authorization', BASIC) };

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -7,12 +8,14 @@ import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { CommandRunner } from '../agent/command-runner.js';
-import type { Identity } from '../agent/identity.js';
+import { loadAgentKey } from '../agent/identity.js';
 import { MasterClient } from '../agent/master-client.js';
 import { ReleaseManager } from '../agent/release-manager.js';
 import { ReportLoop, withJitter } from '../agent/report-loop.js';
 import { Stager } from '../agent/stager.js';
+import { newNonce, NONCE_HEADER } from '../lib/agent-keys.js';
 import type { AgentStatus } from '../lib/agent-protocol.js';
+import { signAnswer } from '../lib/request-signing.js';
 import { memoryLogger } from '../lib/logger.js';
 import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
 import { makeRelease } from './helpers/releases.js';
@@ -32,24 +35,31 @@ after(() => cleanup());
 
 /** A real master on loopback and the parts of a real agent, driven one call at a time. */
 async function setup(name: string, overrides: { mailboxSessionsPerMinute?: number } = {}, masterUrl?: string) {
-  const m = await createTestMaster(pki.root, { enrollToken: TOKEN, ...overrides });
+  const m = await createTestMaster(pki.root, { enrollToken: TOKEN, autoAccept: true, ...overrides });
   await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
   const served = await listenMaster(m);
   const log = memoryLogger();
   const data = path.join(work, name);
-  const client = new MasterClient(masterUrl ?? served.url, null);
+  await mkdir(data, { recursive: true });
+  const key = await loadAgentKey(data);
+  const client = new MasterClient(masterUrl ?? served.url, null, key, { name, masterFingerprint: null });
   const releases = new ReleaseManager(data, { product: 'watchdoc', initialVersion: '6.1.0', hookTimeoutMs: 10_000, keep: 3 }, log);
   await releases.init();
   const stager = new Stager(data, { product: 'watchdoc', trustPath: pki.root }, client, log);
   await stager.init();
   const status = async (): Promise<AgentStatus> => ({ name, mode: 'mailbox', address: null, product: 'watchdoc', version: await releases.installedVersion(), staged: [], freeDiskBytes: null });
-  const enrolled = await new MasterClient(served.url, null).enroll(await status(), TOKEN);
-  const identity: Identity = { ...enrolled, name, masterUrl: served.url, enrolledAt: new Date().toISOString() };
-  const runner = new CommandRunner(path.join(data, 'commands'), { identity: () => identity, stager, releases, log });
+  const enrolled = await new MasterClient(served.url, null, key, { name, masterFingerprint: null }).enroll(await status(), TOKEN);
+  client.setMasterKey(enrolled.masterPublicKey);
+  const serverId = enrolled.serverId as number;
+  const runner = new CommandRunner(path.join(data, 'commands'), { stager, releases, log });
   await runner.init();
   const config = { mode: 'mailbox' as const, pollMinMs: 1000, pollMaxMs: 3000, backoffMaxMs: 20_000, heartbeatMs: 30_000 };
-  const loop = new ReportLoop(config, { client, identity: () => identity, runner, status, log });
-  return { m, served, loop, runner, identity, log, data, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
+  const loop = new ReportLoop(config, { client, runner, status, log });
+  /** A report made by hand with this agent's session, as the agent would send it. */
+  const post = async (body: string | Blob, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${served.url}/api/agent/report`, {
+    method: 'POST', body, headers: { authorization: await client.authorization(), [NONCE_HEADER]: newNonce(), ...headers },
+  });
+  return { m, served, loop, runner, serverId, log, data, post, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
 }
 
 describe('mailbox rhythm', () => {
@@ -65,7 +75,7 @@ describe('mailbox rhythm', () => {
       const idle = [await s.loop.once(), await s.loop.once(), await s.loop.once(), await s.loop.once(), await s.loop.once()];
       assert.deepEqual(idle, [1000, 1500, 2250, 3000, 3000]);
       const pkgId = (await supertest(s.m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'rhythm').attach('package', await makeRelease(work, pki.good.rsa, '6.2.0')).expect(201)).body.id as number;
-      await s.m.services.commands.enqueue({ serverId: s.identity.serverId, type: 'propagate', packageId: pkgId });
+      await s.m.services.commands.enqueue({ serverId: s.serverId, type: 'propagate', packageId: pkgId });
       assert.equal(await s.loop.once(), 1000, 'the master says: call again in 1 s while work is queued');
       await s.runner.idle();
       assert.equal(await s.loop.once(), 1000, 'a result to report, then back to the minimum');
@@ -79,7 +89,7 @@ describe('mailbox rhythm', () => {
     const s = await setup('busy');
     try {
       const pkgId = (await supertest(s.m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'busy').attach('package', await makeRelease(work, pki.good.rsa, '6.3.0', { apply: 'sleep 2' })).expect(201)).body.id as number;
-      const command = await s.m.services.commands.enqueue({ serverId: s.identity.serverId, type: 'apply', packageId: pkgId });
+      const command = await s.m.services.commands.enqueue({ serverId: s.serverId, type: 'apply', packageId: pkgId });
       const delays = [await s.loop.once()];
       while (s.runner.busy() && delays.length < 8) delays.push(await s.loop.once());
       assert.ok(s.runner.busy(), 'the apply hook is still sleeping');
@@ -117,8 +127,7 @@ describe('mailbox rhythm', () => {
       const delay = await s.loop.once();
       assert.ok(delay >= 1000 && delay <= 60_000 && delay % 1000 === 0, `waits the Retry-After delay (${delay} ms)`);
       assert.ok(s.log.lines.some((l) => l.includes('the master asked to call again later')));
-      const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ status: { name: 'capped', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }) });
+      const res = await s.post(JSON.stringify({ status: { name: 'capped', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }));
       assert.equal(res.status, 429);
       assert.match(res.headers.get('retry-after') ?? '', /^\d+$/);
       assert.match(((await res.json()) as { error: string }).error, /^The master serves at most 2 mailbox sessions a minute; call again in \d+ s$/);
@@ -130,16 +139,14 @@ describe('mailbox rhythm', () => {
   it('refuses malformed reports with a clear message', async () => {
     const s = await setup('malformed');
     try {
-      const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ status: { name: 'malformed', mode: 'carrier-pigeon' }, results: [] }) });
+      const res = await s.post(JSON.stringify({ status: { name: 'malformed', mode: 'carrier-pigeon' }, results: [] }));
       assert.equal(res.status, 422);
       assert.deepEqual(await res.json(), { error: 'The mode must be bidirectional or mailbox' });
-      const wrongName = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ status: { name: 'someone-else', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }) });
+      const wrongName = await s.post(JSON.stringify({ status: { name: 'someone-else', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }, results: [] }));
       assert.deepEqual([wrongName.status, await wrongName.json()], [403, { error: 'This agent is enrolled as "malformed", not "someone-else"' }]);
 
       const post = async (body: string | Blob, headers: Record<string, string>) => {
-        const res = await fetch(`${s.served.url}/api/agent/report`, { method: 'POST', headers: { authorization: `Bearer ${s.identity.serverId}.${s.identity.secret}`, ...headers }, body });
+        const res = await s.post(body, headers);
         return [res.status, await res.json()] as const;
       };
       assert.deepEqual(await post('{"status": {', { 'content-type': 'application/json' }), [400, { error: 'The request body is not valid JSON' }]);
@@ -182,30 +189,67 @@ describe('command records', () => {
 });
 
 describe('answers the agent cannot use', () => {
-  it('says so clearly when a master (or something in its place) answers garbage', async () => {
-    const answers = [
-      { status: 200, body: '<html>captive portal</html>' },
-      { status: 200, body: JSON.stringify({ acknowledged: 'all', commands: [] }) },
-      { status: 502, body: 'Bad Gateway' },
-      { status: 503, body: JSON.stringify({ error: 'The master is starting' }) },
-    ];
+  /**
+   * A stand-in master on loopback whose report answers the test chooses: signed with the key the
+   * agent trusts (then the agent checks what they say), or not (then it ignores them whatever they say).
+   */
+  async function fakeMaster(answers: { status: number; body: string; sign: 'master' | 'none' | 'intruder' }[]) {
+    const masterKey = generateKeyPairSync('ed25519');
+    const intruderKey = generateKeyPairSync('ed25519').privateKey;
     const server = http.createServer((req, res) => {
       req.resume();
-      const answer = answers.shift() ?? { status: 500, body: '' };
-      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body);
+      const nonce = String(req.headers['x-propagator-nonce']);
+      const agent = String(req.headers['x-propagator-agent-key']);
+      const path = (req.url ?? '').replace(/\?.*$/, '');
+      const answer = path === '/api/agent/challenge' ? { status: 200, body: JSON.stringify({ challenge: 'c' }), sign: 'master' as const }
+        : path === '/api/agent/session' ? { status: 200, body: JSON.stringify({ state: 'accepted', serverId: 1, token: 't', expiresInSeconds: 3600, message: '' }), sign: 'master' as const }
+        : answers.shift() ?? { status: 500, body: '', sign: 'master' as const };
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (answer.sign !== 'none') headers['x-propagator-signature'] = signAnswer(answer.sign === 'master' ? masterKey.privateKey : intruderKey, { status: answer.status, path, agent, nonce, body: answer.body });
+      res.writeHead(answer.status, headers).end(answer.body);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const data = path.join(work, `fake-${Math.random().toString(36).slice(2)}`);
+    await mkdir(data, { recursive: true });
+    const client = new MasterClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, null, await loadAgentKey(data), { name: 'n', masterFingerprint: null });
+    client.setMasterKey(masterKey.publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    return { client, close: () => server.close() };
+  }
+  const status: AgentStatus = { name: 'n', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null };
+  const failure = (p: Promise<unknown>) => p.then(() => 'accepted', (err: Error) => err.message);
+
+  it('says so clearly when the master answers garbage', async () => {
+    const fake = await fakeMaster([
+      { status: 200, body: '<html>captive portal</html>', sign: 'master' },
+      { status: 200, body: JSON.stringify({ acknowledged: 'all', commands: [] }), sign: 'master' },
+      { status: 502, body: 'Bad Gateway', sign: 'master' },
+      { status: 503, body: JSON.stringify({ error: 'The master is starting' }), sign: 'master' },
+    ]);
     try {
-      const client = new MasterClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, null);
-      const identity: Identity = { serverId: 1, secret: 'x'.repeat(32), masterPublicKey: '', name: 'n', masterUrl: '', enrolledAt: '' };
-      const status: AgentStatus = { name: 'n', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null };
-      const failure = (p: Promise<unknown>) => p.then(() => 'accepted', (err: Error) => err.message);
-      assert.equal(await failure(client.report(identity, status, [])), 'the master answered with something that is not JSON');
-      assert.match(await failure(client.report(identity, status, [])), /^the master's answer does not follow the agent protocol \(.+\)$/);
-      assert.equal(await failure(client.report(identity, status, [])), 'the master answered 502: HTTP 502');
-      assert.equal(await failure(client.report(identity, status, [])), 'the master answered 503: The master is starting');
+      assert.equal(await failure(fake.client.report(status, [])), 'the master answered with something that is not JSON');
+      assert.match(await failure(fake.client.report(status, [])), /^the master's answer does not follow the agent protocol \(.+\)$/);
+      assert.equal(await failure(fake.client.report(status, [])), 'the master answered 502: HTTP 502');
+      assert.equal(await failure(fake.client.report(status, [])), 'the master answered 503: The master is starting');
     } finally {
-      server.close();
+      fake.close();
+    }
+  });
+
+  it('ignores answers not signed with its master\'s key, whatever they say', async () => {
+    const forged = JSON.stringify({ acknowledged: [], callAgainInSeconds: null, commands: [{ id: 'forged-0001', type: 'apply', allowDowngrade: true,
+      package: { sha256: 'a'.repeat(64), payloadSha256: 'b'.repeat(64), manifestSha256: 'c'.repeat(64), size: 1e9, product: 'watchdoc', version: '1.0', name: 'old' } }] });
+    const fake = await fakeMaster([
+      { status: 200, body: forged, sign: 'none' },
+      { status: 200, body: forged, sign: 'intruder' },
+      { status: 401, body: JSON.stringify({ error: 'you are removed' }), sign: 'none' },
+    ]);
+    try {
+      const unsigned = 'the master\'s answer (200) is not signed with the master\'s key: ignored (is something between this agent and the master?)';
+      assert.equal(await failure(fake.client.report(status, [])), unsigned);
+      assert.equal(await failure(fake.client.report(status, [])), unsigned, 'signed by another key');
+      assert.equal(await failure(fake.client.report(status, [])), unsigned.replace('(200)', '(401)'), 'a forged refusal changes nothing either');
+    } finally {
+      fake.close();
     }
   });
 });

@@ -11,6 +11,7 @@ interface CommandRow {
   package_name: string;
   package_sha256: string;
   payload_sha256: string;
+  manifest_sha256: string;
   package_size: number;
   product: string;
   version: string;
@@ -32,7 +33,7 @@ interface CommandRow {
 function toCommand(r: CommandRow): Command {
   return {
     id: r.id, operationId: r.operation_id, serverId: r.server_id, serverName: r.server_name, type: r.type, packageId: r.package_id,
-    packageName: r.package_name, packageSha256: r.package_sha256, payloadSha256: r.payload_sha256, packageSize: r.package_size, product: r.product, version: r.version,
+    packageName: r.package_name, packageSha256: r.package_sha256, payloadSha256: r.payload_sha256, manifestSha256: r.manifest_sha256, packageSize: r.package_size, product: r.product, version: r.version,
     allowDowngrade: r.allow_downgrade === 1, state: r.state, message: r.message, versionBefore: r.version_before, versionAfter: r.version_after,
     attempts: r.attempts, nextAttemptAt: r.next_attempt_at, deadlineAt: r.deadline_at, createdAt: r.created_at, deliveredAt: r.delivered_at,
     startedAt: r.started_at, finishedAt: r.finished_at, updatedAt: r.updated_at,
@@ -53,10 +54,10 @@ export class CommandsRepo {
 
   async insert(c: Command): Promise<void> {
     await this.db.run(
-      `INSERT INTO commands (id, operation_id, server_id, server_name, type, package_id, package_name, package_sha256, payload_sha256, package_size, product, version,
+      `INSERT INTO commands (id, operation_id, server_id, server_name, type, package_id, package_name, package_sha256, payload_sha256, manifest_sha256, package_size, product, version,
          allow_downgrade, state, message, version_before, version_after, attempts, next_attempt_at, deadline_at, created_at, delivered_at, started_at, finished_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [c.id, c.operationId, c.serverId, c.serverName, c.type, c.packageId, c.packageName, c.packageSha256, c.payloadSha256, c.packageSize, c.product, c.version,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [c.id, c.operationId, c.serverId, c.serverName, c.type, c.packageId, c.packageName, c.packageSha256, c.payloadSha256, c.manifestSha256, c.packageSize, c.product, c.version,
         c.allowDowngrade ? 1 : 0, c.state, c.message, c.versionBefore, c.versionAfter, c.attempts, c.nextAttemptAt, c.deadlineAt, c.createdAt,
         c.deliveredAt, c.startedAt, c.finishedAt, c.updatedAt],
     );

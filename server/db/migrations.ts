@@ -170,4 +170,59 @@ export const MIGRATIONS: Migration[] = [
       UPDATE commands SET payload_sha256 = COALESCE((SELECT p.payload_sha256 FROM packages p WHERE p.id = commands.package_id), '');
     `,
   },
+  {
+    version: 5,
+    name: 'admission of servers by key, one-time enrollment tokens, manifest digests',
+    sql: `
+      -- A server is a name and an agent key (Ed25519, made by the agent). Agent secrets are gone:
+      -- agents enrolled before keys existed must enroll again, and wait for the administrator.
+      ALTER TABLE servers ADD COLUMN public_key TEXT;
+      ALTER TABLE servers ADD COLUMN key_fingerprint TEXT;
+      ALTER TABLE servers ADD COLUMN requested_from TEXT;
+      ALTER TABLE servers ADD COLUMN accepted_by TEXT;
+      ALTER TABLE servers ADD COLUMN accepted_at TEXT;
+      -- A mode or address the agent reports that differs from the accepted one: it changes only
+      -- when the administrator accepts it (the master never calls an address an agent just claims).
+      ALTER TABLE servers ADD COLUMN requested_mode TEXT CHECK (requested_mode IN ('bidirectional', 'mailbox'));
+      ALTER TABLE servers ADD COLUMN requested_address TEXT;
+      ALTER TABLE servers ADD COLUMN change_state TEXT CHECK (change_state IN ('pending', 'rejected'));
+      UPDATE servers SET secret_hash = '';
+
+      -- Enrollments waiting for the administrator (or refused by them): a new name, or a known name
+      -- with another key. Accepting one creates the server, or gives the known server its new key.
+      CREATE TABLE server_requests (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'rejected')),
+        mode            TEXT NOT NULL CHECK (mode IN ('bidirectional', 'mailbox')),
+        address         TEXT,
+        product         TEXT,
+        version         TEXT,
+        public_key      TEXT NOT NULL,
+        key_fingerprint TEXT NOT NULL,
+        requested_from  TEXT,
+        requested_at    TEXT NOT NULL,
+        decided_by      TEXT,
+        decided_at      TEXT,
+        UNIQUE (name, key_fingerprint)
+      );
+      CREATE INDEX server_requests_state ON server_requests (state, requested_at);
+
+      CREATE TABLE enroll_tokens (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL,
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_by  TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL,
+        used_at     TEXT,
+        server_id   INTEGER REFERENCES servers (id) ON DELETE SET NULL
+      );
+
+      -- Commands carry the digest of the signed manifest: the agent stops a download at the first
+      -- byte that differs from what was announced.
+      ALTER TABLE packages ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT '';
+      ALTER TABLE commands ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT '';
+    `,
+  },
 ];

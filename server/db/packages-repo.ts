@@ -12,6 +12,7 @@ interface PackageRow {
   sha256: string;
   payload_size: number;
   payload_sha256: string;
+  manifest_sha256: string;
   manifest_json: string;
   signer_subject: string;
   chain_json: string;
@@ -33,6 +34,7 @@ function toPackage(row: PackageRow): StoredPackage {
     size: row.size,
     sha256: row.sha256,
     payload: { size: row.payload_size, sha256: row.payload_sha256 },
+    manifestSha256: row.manifest_sha256,
     manifest: JSON.parse(row.manifest_json) as Manifest,
     signer: row.signer_subject,
     chain: JSON.parse(row.chain_json) as CertificateSummary[],
@@ -53,10 +55,10 @@ export class PackagesRepo {
 
   async insert(p: NewPackage): Promise<number> {
     const result = await this.db.run(
-      `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_json,
+      `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_sha256, manifest_json,
          signer_subject, chain_json, signer_not_after, expires, min_version, description, state, uploaded_by, uploaded_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [p.name, p.product, p.version, p.size, p.sha256, p.payload.size, p.payload.sha256, JSON.stringify(p.manifest),
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [p.name, p.product, p.version, p.size, p.sha256, p.payload.size, p.payload.sha256, p.manifestSha256, JSON.stringify(p.manifest),
         p.signer, JSON.stringify(p.chain), p.signerNotAfter, p.expires, p.minVersion, p.description, p.state, p.uploadedBy, p.uploadedAt],
     );
     return result.lastID;
@@ -64,6 +66,12 @@ export class PackagesRepo {
 
   async setState(id: number, state: PackageState): Promise<void> {
     await this.db.run('UPDATE packages SET state = ? WHERE id = ?', [state, id]);
+  }
+
+  /** For packages stored before manifests had digests: the package and its commands get it. */
+  async setManifestSha256(id: number, digest: string): Promise<void> {
+    await this.db.run('UPDATE packages SET manifest_sha256 = ? WHERE id = ?', [digest, id]);
+    await this.db.run("UPDATE commands SET manifest_sha256 = ? WHERE package_id = ? AND manifest_sha256 = ''", [digest, id]);
   }
 
   async findById(id: number): Promise<StoredPackage | null> {

@@ -1,5 +1,5 @@
 import type { AgentStatus } from '../../lib/agent-protocol.js';
-import type { ServerMode, SlaveRecord, StagedPackage } from '../domain.js';
+import type { ServerMode, ServerRequest, SlaveRecord, StagedPackage } from '../domain.js';
 import type { Queryable } from './database.js';
 
 interface ServerRow {
@@ -9,11 +9,18 @@ interface ServerRow {
   address: string | null;
   product: string | null;
   version: string | null;
-  secret_hash: string;
+  public_key: string | null;
+  key_fingerprint: string | null;
   staged_json: string;
   free_disk_bytes: number | null;
   last_seen: string | null;
   enrolled_at: string;
+  requested_from: string | null;
+  accepted_by: string | null;
+  accepted_at: string | null;
+  requested_mode: ServerMode | null;
+  requested_address: string | null;
+  change_state: 'pending' | 'rejected' | null;
 }
 
 function toSlave(row: ServerRow): SlaveRecord {
@@ -24,14 +31,36 @@ function toSlave(row: ServerRow): SlaveRecord {
     address: row.address,
     product: row.product,
     version: row.version,
-    secretHash: row.secret_hash,
+    publicKey: row.public_key,
+    keyFingerprint: row.key_fingerprint,
     staged: JSON.parse(row.staged_json) as StagedPackage[],
     freeDiskBytes: row.free_disk_bytes,
     lastSeen: row.last_seen,
     enrolledAt: row.enrolled_at,
+    requestedFrom: row.requested_from,
+    acceptedBy: row.accepted_by,
+    acceptedAt: row.accepted_at,
+    requestedChange: row.change_state && row.requested_mode ? { mode: row.requested_mode, address: row.requested_address, state: row.change_state } : null,
   };
 }
 
+/** What an accepted server gets from the request (or one-time token) that admitted it. */
+export interface Admission {
+  name: string;
+  mode: ServerMode;
+  address: string | null;
+  product: string | null;
+  version: string | null;
+  publicKey: string;
+  keyFingerprint: string;
+  requestedFrom: string | null;
+  acceptedBy: string;
+  /** When the agent asked (it was seen then), and when it was accepted. */
+  enrolledAt: string;
+  at: string;
+}
+
+/** The accepted slave servers of the domain (enrollment requests are in ServerRequestsRepo). */
 export class ServersRepo {
   constructor(private readonly db: Queryable) {}
 
@@ -44,34 +73,38 @@ export class ServersRepo {
     return row ? toSlave(row) : null;
   }
 
-  async delete(id: number): Promise<boolean> {
-    return (await this.db.run('DELETE FROM servers WHERE id = ?', [id])).changes > 0;
-  }
-
   async findByName(name: string): Promise<SlaveRecord | null> {
     const row = await this.db.get<ServerRow>('SELECT * FROM servers WHERE name = ?', [name]);
     return row ? toSlave(row) : null;
   }
 
-  /** A new slave, or a new identity for a slave that enrolls again under its name. */
-  async upsertEnrollment(status: AgentStatus, secretHash: string, now: string): Promise<number> {
+  async delete(id: number): Promise<boolean> {
+    return (await this.db.run('DELETE FROM servers WHERE id = ?', [id])).changes > 0;
+  }
+
+  /**
+   * Admits a server: a new row, or, for a name already in the domain, its new key and whereabouts
+   * (the administrator decided: a reinstalled machine). The id stays, and so does its history.
+   */
+  async admit(a: Admission): Promise<number> {
     await this.db.run(
-      `INSERT INTO servers (name, mode, address, product, version, secret_hash, staged_json, free_disk_bytes, last_seen, enrolled_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET mode = excluded.mode, address = excluded.address, product = excluded.product,
-         version = excluded.version, secret_hash = excluded.secret_hash, staged_json = excluded.staged_json,
-         free_disk_bytes = excluded.free_disk_bytes, last_seen = excluded.last_seen, enrolled_at = excluded.enrolled_at`,
-      [status.name, status.mode, status.address, status.product, status.version, secretHash, JSON.stringify(status.staged), status.freeDiskBytes, now, now],
+      `INSERT INTO servers (name, mode, address, product, version, secret_hash, public_key, key_fingerprint, staged_json, last_seen, enrolled_at, requested_from, accepted_by, accepted_at)
+       VALUES (?, ?, ?, ?, ?, '', ?, ?, '[]', ?, ?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET mode = excluded.mode, address = excluded.address, product = excluded.product, version = excluded.version,
+         public_key = excluded.public_key, key_fingerprint = excluded.key_fingerprint, staged_json = '[]', free_disk_bytes = NULL, last_seen = excluded.last_seen,
+         enrolled_at = excluded.enrolled_at, requested_from = excluded.requested_from, accepted_by = excluded.accepted_by, accepted_at = excluded.accepted_at,
+         requested_mode = NULL, requested_address = NULL, change_state = NULL`,
+      [a.name, a.mode, a.address, a.product, a.version, a.publicKey, a.keyFingerprint, a.enrolledAt, a.enrolledAt, a.requestedFrom, a.acceptedBy, a.at],
     );
-    const row = await this.db.get<{ id: number }>('SELECT id FROM servers WHERE name = ?', [status.name]);
+    const row = await this.db.get<{ id: number }>('SELECT id FROM servers WHERE name = ?', [a.name]);
     return row?.id ?? 0;
   }
 
-  /** What the agent reported about itself; the master never assumes a version. */
+  /** What the agent reported about itself; the master never assumes a version. Mode and address are not for the agent to change. */
   async updateStatus(id: number, status: AgentStatus, now: string): Promise<void> {
     await this.db.run(
-      `UPDATE servers SET mode = ?, address = ?, product = ?, version = ?, staged_json = ?, free_disk_bytes = ?, last_seen = ? WHERE id = ?`,
-      [status.mode, status.address, status.product, status.version, JSON.stringify(status.staged), status.freeDiskBytes, now, id],
+      'UPDATE servers SET product = ?, version = ?, staged_json = ?, free_disk_bytes = ?, last_seen = ? WHERE id = ?',
+      [status.product, status.version, JSON.stringify(status.staged), status.freeDiskBytes, now, id],
     );
   }
 
@@ -81,5 +114,88 @@ export class ServersRepo {
       const chunk = ids.slice(i, i + 500);
       await this.db.run(`UPDATE servers SET last_seen = ? WHERE id IN (${chunk.map(() => '?').join(', ')})`, [at, ...chunk]);
     }
+  }
+
+  /** Records a mode or address the agent asks for (null: it reports the accepted ones again). */
+  async setRequestedChange(id: number, change: { mode: ServerMode; address: string | null } | null): Promise<void> {
+    if (change === null) await this.db.run('UPDATE servers SET requested_mode = NULL, requested_address = NULL, change_state = NULL WHERE id = ?', [id]);
+    else await this.db.run("UPDATE servers SET requested_mode = ?, requested_address = ?, change_state = 'pending' WHERE id = ?", [change.mode, change.address, id]);
+  }
+
+  /** The administrator's answer to a requested change; false when there was none pending. */
+  async decideChange(id: number, accept: boolean, by: string, at: string): Promise<boolean> {
+    const result = accept
+      ? await this.db.run(
+        `UPDATE servers SET mode = requested_mode, address = requested_address, requested_mode = NULL, requested_address = NULL, change_state = NULL,
+           accepted_by = ?, accepted_at = ? WHERE id = ? AND change_state = 'pending'`, [by, at, id])
+      : await this.db.run("UPDATE servers SET change_state = 'rejected' WHERE id = ? AND change_state = 'pending'", [id]);
+    return result.changes > 0;
+  }
+}
+
+interface RequestRow {
+  id: number;
+  name: string;
+  state: 'pending' | 'rejected';
+  mode: ServerMode;
+  address: string | null;
+  product: string | null;
+  version: string | null;
+  public_key: string;
+  key_fingerprint: string;
+  requested_from: string | null;
+  requested_at: string;
+  decided_by: string | null;
+  decided_at: string | null;
+}
+
+function toRequest(r: RequestRow): ServerRequest {
+  return {
+    id: r.id, name: r.name, state: r.state, mode: r.mode, address: r.address, product: r.product, version: r.version, publicKey: r.public_key,
+    keyFingerprint: r.key_fingerprint, requestedFrom: r.requested_from, requestedAt: r.requested_at, decidedBy: r.decided_by, decidedAt: r.decided_at,
+  };
+}
+
+/** Enrollments waiting for the administrator, and the ones they refused (so a refused agent stays refused). */
+export class ServerRequestsRepo {
+  constructor(private readonly db: Queryable) {}
+
+  async list(state?: 'pending' | 'rejected'): Promise<ServerRequest[]> {
+    const rows = state
+      ? await this.db.all<RequestRow>('SELECT * FROM server_requests WHERE state = ? ORDER BY requested_at, id', [state])
+      : await this.db.all<RequestRow>('SELECT * FROM server_requests ORDER BY state, requested_at, id');
+    return rows.map(toRequest);
+  }
+
+  async findById(id: number): Promise<ServerRequest | null> {
+    const row = await this.db.get<RequestRow>('SELECT * FROM server_requests WHERE id = ?', [id]);
+    return row ? toRequest(row) : null;
+  }
+
+  async find(name: string, keyFingerprint: string): Promise<ServerRequest | null> {
+    const row = await this.db.get<RequestRow>('SELECT * FROM server_requests WHERE name = ? AND key_fingerprint = ?', [name, keyFingerprint]);
+    return row ? toRequest(row) : null;
+  }
+
+  async countPending(): Promise<number> {
+    return (await this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM server_requests WHERE state = 'pending'"))?.n ?? 0;
+  }
+
+  /** A new pending request; an agent asking again with the same name and key finds its request as it was. */
+  async insert(r: Omit<ServerRequest, 'id' | 'state' | 'decidedBy' | 'decidedAt'>): Promise<ServerRequest> {
+    await this.db.run(
+      `INSERT INTO server_requests (name, state, mode, address, product, version, public_key, key_fingerprint, requested_from, requested_at)
+       VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, key_fingerprint) DO NOTHING`,
+      [r.name, r.mode, r.address, r.product, r.version, r.publicKey, r.keyFingerprint, r.requestedFrom, r.requestedAt],
+    );
+    return (await this.find(r.name, r.keyFingerprint)) as ServerRequest;
+  }
+
+  async reject(id: number, by: string, at: string): Promise<boolean> {
+    return (await this.db.run("UPDATE server_requests SET state = 'rejected', decided_by = ?, decided_at = ? WHERE id = ? AND state = 'pending'", [by, at, id])).changes > 0;
+  }
+
+  async delete(id: number): Promise<boolean> {
+    return (await this.db.run('DELETE FROM server_requests WHERE id = ?', [id])).changes > 0;
   }
 }

@@ -1,4 +1,6 @@
+import type { KeyObject } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
+import { SIGNATURE_HEADER, signAnswer } from '../../lib/request-signing.js';
 import { BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../errors.js';
 
 /**
@@ -9,7 +11,7 @@ import { BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError } from
  * the limit; and 415 for a body that is not JSON at all.
  */
 export function agentJsonBody(limitBytes: number): RequestHandler {
-  return (req, _res, next) => {
+  return (req, res, next) => {
     if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
       req.resume();
       return next(new UnsupportedMediaTypeError('Agent calls carry JSON (Content-Type: application/json)'));
@@ -43,7 +45,10 @@ export function agentJsonBody(limitBytes: number): RequestHandler {
     });
     req.on('end', () => {
       if (failed) return;
-      const text = Buffer.concat(chunks, size).toString('utf8');
+      const raw = Buffer.concat(chunks, size);
+      // Kept for the calls an agent signs (enrollment, sessions): the signature covers these bytes.
+      res.locals.agentRawBody = raw;
+      const text = raw.toString('utf8');
       try {
         req.body = text.length === 0 ? {} : (JSON.parse(text) as unknown);
       } catch {
@@ -62,4 +67,28 @@ export function sendAgentJson(res: Response, status: number, body: unknown): voi
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
   res.end(text);
+}
+
+/** Who an answer is for: its signature binds it to this agent and to the request it answers. */
+export interface AnswerContext {
+  key: KeyObject;
+  path: string;
+  /** The agent's key fingerprint. */
+  agent: string;
+  /** The nonce the agent sent with its request. */
+  nonce: string;
+}
+
+/** An answer to an agent, signed with the master's key over the status, route, agent, nonce and body. */
+export function sendSignedAgentJson(res: Response, status: number, body: unknown, to: AnswerContext | null): void {
+  if (to) {
+    const text = JSON.stringify(body);
+    res.setHeader(SIGNATURE_HEADER, signAnswer(to.key, { status, path: to.path, agent: to.agent, nonce: to.nonce, body: text }));
+    res.statusCode = status;
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(text));
+    res.end(text);
+    return;
+  }
+  sendAgentJson(res, status, body);
 }

@@ -12,6 +12,16 @@ declare global {
       csrfToken?: string;
       /** The menu entry to highlight. */
       page?: string;
+      /** Enrollments waiting for the administrator (shown in the menu). */
+      pendingServers?: number;
+      /** The exact bytes of an agent call's body (its signature covers them). */
+      agentRawBody?: Buffer;
+      /** Whom the answer to an agent call is for, once known: it is then signed. */
+      agentAnswer?: import('./agent-json.js').AnswerContext;
+      /** The server an agent call authenticated as. */
+      agentServer?: import('../domain.js').SlaveRecord;
+      /** How an enrollment authenticated (checked before its body is read). */
+      enrollCredential?: import('../services/admission-service.js').EnrollCredential;
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { ServerView, StoredPackage } from '../domain.js';
+import type { EnrollToken, ServerRequest, ServerView, StoredPackage } from '../domain.js';
 import { PackageService } from '../services/package-service.js';
 
 /** The JSON shapes of the REST API (documented in the README). */
@@ -35,7 +35,30 @@ export function serverJson(s: ServerView) {
     address: s.address,
     staged: s.staged,
     freeDiskBytes: s.freeDiskBytes,
+    keyFingerprint: s.keyFingerprint,
+    requestedChange: s.requestedChange,
   };
+}
+
+export function serverRequestJson(r: ServerRequest) {
+  return {
+    id: r.id,
+    name: r.name,
+    state: r.state,
+    mode: r.mode,
+    address: r.address,
+    product: r.product,
+    version: r.version,
+    keyFingerprint: r.keyFingerprint,
+    requestedFrom: r.requestedFrom,
+    requestedAt: r.requestedAt,
+    decidedBy: r.decidedBy,
+    decidedAt: r.decidedAt,
+  };
+}
+
+export function enrollTokenJson(t: EnrollToken) {
+  return { id: t.id, name: t.name, createdBy: t.createdBy, createdAt: t.createdAt, expiresAt: t.expiresAt, usedAt: t.usedAt, serverId: t.serverId };
 }
 
 export function formatBytes(n: number): string {

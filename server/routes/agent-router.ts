@@ -1,21 +1,39 @@
-import { Router } from 'express';
-import { enrollRequestSchema, reportRequestSchema } from '../../lib/agent-protocol.js';
-import { ForbiddenError } from '../errors.js';
-import { agentJsonBody, sendAgentJson } from '../http/agent-json.js';
+import { Router, type ErrorRequestHandler, type RequestHandler } from 'express';
+import { agentRequestSignatureMatches, AGENT_SIGNATURE_HEADER, NONCE_HEADER, NONCE_PATTERN, parseAgentPublicKey } from '../../lib/agent-keys.js';
+import { enrollRequestSchema, reportRequestSchema, sessionRequestSchema } from '../../lib/agent-protocol.js';
+import { ValidationError, errorMessage } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import { AuthenticationError, ForbiddenError } from '../errors.js';
+import { agentJsonBody, sendSignedAgentJson } from '../http/agent-json.js';
+import { describeError } from '../http/error-handler.js';
 import { failureLimiter } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
 import { parse } from '../http/validation.js';
+import type { MasterKey } from '../master-key.js';
 import type { PackageStore } from '../package-store.js';
+import type { AdmissionService } from '../services/admission-service.js';
 import type { AgentService } from '../services/agent-service.js';
 
+export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
+
+export interface AgentRouterDeps {
+  agents: AgentService;
+  admission: AdmissionService;
+  store: PackageStore;
+  key: () => Promise<MasterKey>;
+  enrollAttemptsPerWindow: number;
+  log: Logger;
+}
+
 /**
- * /api/agent/*: what agents call, with their own credentials (never the admin's). Enrollment takes
- * the enrollment token instead; wrong tokens are rate-limited like failed logins.
+ * /api/agent/*: what agents call, with their own credentials (never the admin's). Credentials are
+ * checked from the headers before any body is read, so a stranger's request costs the master its
+ * headers only. Every answer is signed for the agent and the nonce it sent (request-signing.ts).
  */
-export function agentRouter(deps: { agents: AgentService; store: PackageStore; enrollAttemptsPerWindow: number }): Router {
-  const { agents, store } = deps;
+export function agentRouter(deps: AgentRouterDeps): Router {
+  const { agents, admission, store, key, log } = deps;
   const router = Router();
-  const json = agentJsonBody(1024 * 1024);
 
   const enrollLimiter = failureLimiter({
     windowMs: 15 * 60_000,
@@ -24,26 +42,99 @@ export function agentRouter(deps: { agents: AgentService; store: PackageStore; e
     message: 'Too many failed enrollments from this address; wait 15 minutes and try again',
   });
 
-  router.post('/api/agent/enroll', enrollLimiter, json, async (req, res) => {
+  /** Every call carries a fresh nonce and names the agent's key: the answer is signed over both. */
+  const answerContext: RequestHandler = async (req, res, next) => {
+    const nonce = req.get(NONCE_HEADER);
+    const agent = req.get(AGENT_KEY_HEADER);
+    if (!nonce || !NONCE_PATTERN.test(nonce)) throw new ValidationError(`Agent calls carry a fresh nonce (${NONCE_HEADER}: 16 to 64 base64url characters)`);
+    res.locals.agentAnswer = { key: (await key()).privateKey, path: req.path, agent: agent && FINGERPRINT.test(agent) ? agent : '-', nonce };
+    next();
+  };
+
+  /** The session token, checked before the body is read; the answer is then for that server's key. */
+  const authenticated: RequestHandler = async (req, res, next) => {
+    const server = await agents.authenticate(req.get('authorization'));
+    res.locals.agentServer = server;
+    if (res.locals.agentAnswer) res.locals.agentAnswer = { ...res.locals.agentAnswer, agent: server.keyFingerprint ?? '-' };
+    next();
+  };
+
+  router.get('/api/agent/challenge', answerContext, async (_req, res) => {
+    sendSignedAgentJson(res, 200, { challenge: await agents.challenge() }, res.locals.agentAnswer ?? null);
+  });
+
+  router.post('/api/agent/enroll', enrollLimiter, answerContext, async (req, res, next) => {
+    res.locals.enrollCredential = await admission.checkEnrollToken(req.get('authorization'));
+    next();
+  }, agentJsonBody(16 * 1024), async (req, res) => {
     const request = parse(enrollRequestSchema, req.body);
-    sendAgentJson(res, 201, await agents.enroll(request));
+    const credential = res.locals.enrollCredential;
+    if (!credential) throw new AuthenticationError('The enrollment token is missing');
+    const publicKey = parseAgentPublicKey(request.publicKey);
+    if (!publicKey) throw new ValidationError('The agent public key is not an Ed25519 public key in PEM');
+    const proof = { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body: res.locals.agentRawBody ?? Buffer.alloc(0) };
+    if (!agentRequestSignatureMatches(publicKey, proof, req.get(AGENT_SIGNATURE_HEADER))) {
+      throw new AuthenticationError('The enrollment is not signed with the key it presents (the agent must prove it holds its key)');
+    }
+    const outcome = await admission.enroll(credential, request, req.ip ?? req.socket.remoteAddress ?? null);
+    const context = res.locals.agentAnswer ? { ...res.locals.agentAnswer, agent: outcome.keyFingerprint } : null;
+    if (outcome.state === 'rejected') {
+      sendSignedAgentJson(res, 403, { error: `The administrator rejected this server: ${outcome.message}` }, context);
+      return;
+    }
+    const body = { ...outcome, masterPublicKey: (await key()).publicPem };
+    sendSignedAgentJson(res, outcome.state === 'accepted' ? 201 : 202, body, context);
   });
 
-  router.post('/api/agent/report', json, async (req, res) => {
-    const server = await agents.authenticate(req.get('authorization'));
+  router.post('/api/agent/session', answerContext, agentJsonBody(4 * 1024), async (req, res) => {
+    const request = parse(sessionRequestSchema, req.body);
+    const proof = { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body: res.locals.agentRawBody ?? Buffer.alloc(0), signature: req.get(AGENT_SIGNATURE_HEADER) };
+    const answer = await agents.openSession(request, proof);
+    const context = res.locals.agentAnswer ? { ...res.locals.agentAnswer, agent: request.keyFingerprint } : null;
+    sendSignedAgentJson(res, 200, answer, context);
+  });
+
+  router.post('/api/agent/report', answerContext, authenticated, (_req, res, next) => {
+    if (res.locals.agentServer?.mode === 'mailbox') agents.admitMailboxSession();
+    next();
+  }, agentJsonBody(1024 * 1024), async (req, res) => {
+    const server = res.locals.agentServer;
+    if (!server) throw new AuthenticationError('Agent session required');
     const body = parse(reportRequestSchema, req.body);
-    if (body.status.mode === 'mailbox') agents.admitMailboxSession();
-    sendAgentJson(res, 200, await agents.report(server, body.status, body.results));
+    sendSignedAgentJson(res, 200, await agents.report(server, body.status, body.results), res.locals.agentAnswer ?? null);
   });
 
-  router.get('/api/agent/packages/:sha256', async (req, res) => {
-    const server = await agents.authenticate(req.get('authorization'));
+  // The package itself is not signed here: its own signature and the digest the signed command
+  // announced are what the agent checks, byte by byte as it arrives.
+  router.get('/api/agent/packages/:sha256', authenticated, async (req, res) => {
+    const server = res.locals.agentServer;
     const sha256 = String(req.params.sha256);
-    if (!/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {
+    if (!server || !/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {
       throw new ForbiddenError('This package is not assigned to this server');
     }
     await sendPackageFile(req, res, store.pathFor(sha256));
   });
 
+  router.use(agentErrors(log));
   return router;
+}
+
+/**
+ * Errors of agent calls, as JSON, signed when the request said whom the answer is for. A body the
+ * request still holds is never read: the connection is closed instead, so a stranger cannot keep
+ * the master reading a slow megabyte.
+ */
+function agentErrors(log: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const { status, message } = describeError(err);
+    if (status >= 500) log.error('agent request failed', { method: req.method, path: req.path, status, error: errorMessage(err) });
+    if (res.headersSent) {
+      req.socket.destroy();
+      return;
+    }
+    if (!req.complete) res.setHeader('Connection', 'close');
+    const retryAfter = (err as { retryAfter?: unknown }).retryAfter;
+    if (typeof retryAfter === 'number') res.setHeader('Retry-After', String(retryAfter));
+    sendSignedAgentJson(res, status, { error: message }, res.locals.agentAnswer ?? null);
+  };
 }

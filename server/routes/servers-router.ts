@@ -1,14 +1,20 @@
 import { Router } from 'express';
 import { idSchema } from '../http/schemas.js';
-import { formatBytes, serverJson } from '../http/presenters.js';
+import { z } from 'zod';
+import { formatBytes, serverJson, serverRequestJson } from '../http/presenters.js';
+import type { AdmissionService } from '../services/admission-service.js';
 import { paginate } from '../http/paging.js';
 import { parse } from '../http/validation.js';
 import type { ServerService } from '../services/server-service.js';
 import type { SettingsService } from '../services/settings-service.js';
 
 /** "Print servers" page and /api/servers. */
-export function serversRouter(deps: { servers: ServerService; settings: SettingsService }): Router {
-  const { servers, settings } = deps;
+const serverStateQuery = z.object({
+  state: z.enum(['accepted', 'pending', 'rejected'], { error: 'state must be accepted (the domain), pending or rejected (enrollment requests)' }).default('accepted'),
+});
+
+export function serversRouter(deps: { servers: ServerService; settings: SettingsService; admission: AdmissionService }): Router {
+  const { servers, settings, admission } = deps;
   const router = Router();
 
   router.get('/', (_req, res) => res.redirect(303, '/servers'));
@@ -21,8 +27,10 @@ export function serversRouter(deps: { servers: ServerService; settings: Settings
     res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, enrollSource, formatBytes, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
   });
 
-  router.get('/api/servers', async (_req, res) => {
-    res.json((await servers.list()).map(serverJson));
+  router.get('/api/servers', async (req, res) => {
+    const { state } = parse(serverStateQuery, req.query);
+    if (state === 'accepted') res.json((await servers.list()).map(serverJson));
+    else res.json((await admission.listRequests(state)).map(serverRequestJson));
   });
 
   router.delete('/api/servers/:id', async (req, res) => {

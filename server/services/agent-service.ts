@@ -1,35 +1,38 @@
 import { EventEmitter } from 'node:events';
-import type { AgentCommand, AgentStatus, CommandResult, EnrollRequest, EnrollResponse, ReportResponse } from '../../lib/agent-protocol.js';
-import { ValidationError } from '../../lib/errors.js';
+import { agentRequestSignatureMatches, parseAgentPublicKey } from '../../lib/agent-keys.js';
+import type { AgentCommand, AgentStatus, CommandResult, ReportResponse, SessionRequest, SessionResponse } from '../../lib/agent-protocol.js';
+import { errorMessage } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
 import type { Database } from '../db/database.js';
 import { ServersRepo } from '../db/servers-repo.js';
+import { deriveKey } from '../derived-keys.js';
 import type { Command, SlaveRecord } from '../domain.js';
 import { AuthenticationError, ForbiddenError, TooManyRequestsError } from '../errors.js';
-import { errorMessage } from '../../lib/errors.js';
-import type { Logger } from '../../lib/logger.js';
 import type { MasterKey } from '../master-key.js';
-import { hashToken, randomToken, tokenMatches } from '../secrets.js';
-import type { SettingsService } from './settings-service.js';
+import type { AdmissionService } from './admission-service.js';
 
 export interface AgentServiceOptions {
   /** Mailbox sessions served per minute, all agents together (0: no cap). */
   mailboxSessionsPerMinute: number;
+  /** Trusted network: a mode or address an accepted agent reports is taken without asking the administrator. */
+  autoAccept: boolean;
 }
 
 export function toAgentCommand(c: Command): AgentCommand {
   return {
     id: c.id,
     type: c.type,
-    package: { sha256: c.packageSha256, payloadSha256: c.payloadSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
+    package: { sha256: c.packageSha256, payloadSha256: c.payloadSha256, manifestSha256: c.manifestSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
     allowDowngrade: c.allowDowngrade,
   };
 }
 
 /**
- * The master's side of the agent protocol: enrollment, agent credentials, status reports and
- * command results, mailbox answers. Emits "command" with each command whose state changed, so
- * the operations engine can follow.
+ * The master's side of the agent protocol: sessions, status reports and command results, mailbox
+ * answers. Emits "command" with each command whose state changed, so the operations engine can
+ * follow.
  */
 export class AgentService extends EventEmitter {
   private windowStart = 0;
@@ -47,12 +50,13 @@ export class AgentService extends EventEmitter {
    * query; null until loaded, when every poll asks the database.
    */
   private mayHaveWork: Set<number> | null = null;
+  private sessions: AgentSessions | null = null;
 
   constructor(
     private readonly db: Database,
     private readonly servers: ServersRepo,
     private readonly commands: CommandsRepo,
-    private readonly settings: SettingsService,
+    private readonly admission: AdmissionService,
     private readonly key: () => Promise<MasterKey>,
     private readonly log: Logger,
     private readonly options: AgentServiceOptions,
@@ -60,31 +64,55 @@ export class AgentService extends EventEmitter {
     super();
   }
 
-  async enroll(request: EnrollRequest): Promise<EnrollResponse> {
-    if (!(await this.settings.enrollTokenMatches(request.token))) {
-      this.log.warn('enrollment refused: wrong token', { name: request.name });
-      throw new AuthenticationError('The enrollment token is wrong (see the master console, Settings)');
+  private async sessionKeys(): Promise<AgentSessions> {
+    if (!this.sessions) {
+      const { privateKey } = await this.key();
+      this.sessions = new AgentSessions(deriveKey(privateKey, 'agent-session'), deriveKey(privateKey, 'enroll-challenge'));
     }
-    if (request.mode === 'bidirectional' && !request.address) throw new ValidationError('A bidirectional agent must give the address the master calls it at');
-    const { token: _token, ...status } = request;
-    const secret = randomToken(32);
-    const existing = await this.servers.findByName(request.name);
-    const serverId = await this.servers.upsertEnrollment(status, hashToken(secret), new Date().toISOString());
-    this.forget(serverId);
-    this.log.info(existing ? 'server enrolled again (new identity)' : 'server enrolled', { serverId, name: request.name, mode: request.mode, version: request.version });
-    return { serverId, secret, masterPublicKey: (await this.key()).publicPem };
+    return this.sessions;
   }
 
-  /** "Bearer <serverId>.<secret>" → the slave, or a 401 that says what to do. */
+  async challenge(): Promise<string> {
+    return (await this.sessionKeys()).challenge();
+  }
+
+  /**
+   * Opens a session for an agent that signed a fresh challenge with its key: a token when it is a
+   * server of the domain, or where its enrollment stands. Any other key is refused.
+   */
+  async openSession(request: SessionRequest, proof: { method: string; path: string; nonce: string; body: Buffer; signature: string | undefined }): Promise<SessionResponse> {
+    const sessions = await this.sessionKeys();
+    if (!sessions.challengeIsFresh(request.challenge)) throw new AuthenticationError('The session challenge is stale or was not made by this master; ask for a new one');
+    const server = await this.servers.findByName(request.name);
+    const known = server && server.keyFingerprint === request.keyFingerprint && server.publicKey ? server.publicKey : null;
+    const asked = known ? null : await this.admission.findRequest(request.name, request.keyFingerprint);
+    const publicKey = parseAgentPublicKey(known ?? asked?.publicKey ?? '');
+    if (!publicKey || !agentRequestSignatureMatches(publicKey, proof, proof.signature)) {
+      this.log.warn('agent session refused', { name: request.name, key: request.keyFingerprint });
+      throw new AuthenticationError(`This agent is not a server of the domain: it was removed from the console, or "${request.name}" was accepted with another key; enroll it again with an enrollment token`);
+    }
+    if (server && known) {
+      this.identities.set(server.id, server);
+      const { token, expiresInSeconds } = sessions.issue(server.id, request.keyFingerprint);
+      return { state: 'accepted', serverId: server.id, token, expiresInSeconds, message: 'session opened' };
+    }
+    const state = asked?.state ?? 'pending';
+    return {
+      state, serverId: null, token: null, expiresInSeconds: null,
+      message: state === 'rejected' ? 'the administrator rejected this server' : `waiting for the administrator to accept "${request.name}" (New servers); key fingerprint ${request.keyFingerprint}`,
+    };
+  }
+
+  /** "Bearer <session token>" → the slave, or a 401 that says what to do. Reads no body and, mostly, no database. */
   async authenticate(header: string | undefined): Promise<SlaveRecord> {
-    const match = /^Bearer (\d{1,12})\.([A-Za-z0-9_-]{20,200})$/.exec(header ?? '');
-    if (!match) throw new AuthenticationError('Agent credentials required (Authorization: Bearer <id>.<secret>)');
-    const id = Number(match[1]);
-    const server = this.identities.get(id) ?? (await this.servers.findById(id));
-    if (server) this.identities.set(id, server);
-    if (!server || !tokenMatches(match[2] as string, server.secretHash)) {
-      this.log.warn('agent credentials refused', { serverId: Number(match[1]) });
-      throw new AuthenticationError('This agent is not enrolled: it was removed from the console, or its secret is wrong; enroll it again with the enrollment token');
+    const token = AgentSessions.read(header);
+    if (!token) throw new AuthenticationError('Agent session required (Authorization: Bearer <session token>)');
+    const server = this.identities.get(token.serverId) ?? (await this.servers.findById(token.serverId));
+    if (server) this.identities.set(server.id, server);
+    const verdict = server?.keyFingerprint ? (await this.sessionKeys()).check(token, server.keyFingerprint) : 'invalid';
+    if (verdict !== 'ok' || !server) {
+      if (verdict === 'invalid') this.log.warn('agent session refused', { serverId: token.serverId });
+      throw new AuthenticationError(verdict === 'expired' ? 'The agent session expired; open a new one' : 'The agent session is not valid (the server was removed, or its key changed); open a new one');
     }
     return server;
   }
@@ -163,11 +191,13 @@ export class AgentService extends EventEmitter {
     if (status.name !== server.name) throw new ForbiddenError(`This agent is enrolled as "${server.name}", not "${status.name}"`);
     const now = new Date().toISOString();
     this.recordStatus(server.id, status);
+    await this.noteWhereabouts(server, status);
     const acknowledged: string[] = [];
     for (const result of results) {
       if (await this.applyResult(server, result)) acknowledged.push(result.commandId);
     }
-    if (status.mode !== 'mailbox') return { acknowledged, commands: [], callAgainInSeconds: null };
+    // The accepted mode decides, never the one reported: a mailbox agent cannot make the master call out.
+    if (server.mode !== 'mailbox') return { acknowledged, commands: [], callAgainInSeconds: null };
     if (this.mayHaveWork && !this.mayHaveWork.has(server.id)) return { acknowledged, commands: [], callAgainInSeconds: null };
     const open = await this.commands.openForServer(server.id);
     if (open.length === 0) this.mayHaveWork?.delete(server.id);
@@ -177,6 +207,32 @@ export class AgentService extends EventEmitter {
     }
     // Work handed out: come back soon to report progress; otherwise the agent's own rhythm.
     return { acknowledged, commands: open.map(toAgentCommand), callAgainInSeconds: open.length > 0 ? 1 : null };
+  }
+
+  /**
+   * A mode or address the agent reports that differs from the accepted one is recorded as a
+   * request for the administrator (taken at once on a trusted network, --auto-accept); until then
+   * the master goes on using the accepted ones.
+   */
+  private async noteWhereabouts(server: SlaveRecord, status: AgentStatus): Promise<void> {
+    const reported = { mode: status.mode, address: status.mode === 'bidirectional' ? status.address : null };
+    const asked = server.requestedChange;
+    if (reported.mode === server.mode && reported.address === server.address) {
+      if (asked) {
+        await this.servers.setRequestedChange(server.id, null);
+        this.forget(server.id);
+      }
+      return;
+    }
+    if (asked && asked.mode === reported.mode && asked.address === reported.address) return;
+    await this.servers.setRequestedChange(server.id, reported);
+    this.forget(server.id);
+    if (this.options.autoAccept) {
+      await this.servers.decideChange(server.id, true, 'auto-accept', new Date().toISOString());
+      this.log.info('server changed its mode or address (auto-accept)', { serverId: server.id, name: server.name, mode: reported.mode, address: reported.address });
+    } else {
+      this.log.warn('server asks to change its mode or address: waiting for the administrator', { serverId: server.id, name: server.name, mode: reported.mode, address: reported.address });
+    }
   }
 
   private async applyResult(server: SlaveRecord, result: CommandResult): Promise<boolean> {

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { readPackageArchive } from '../../lib/package-archive.js';
 import { ConflictError, NotFoundError, PackageRejectedError } from '../../lib/errors.js';
 import { verifyPackage } from '../../lib/package-verifier.js';
 import type { TrustStore } from '../../lib/trust-store.js';
@@ -57,6 +59,7 @@ export class PackageService {
           size: upload.size,
           sha256: upload.sha256,
           payload: verified.payload,
+          manifestSha256: verified.manifestSha256,
           manifest,
           signer: verified.signer.subject,
           chain: verified.chain,
@@ -134,6 +137,10 @@ export class PackageService {
         missing++;
       } else if (present && p.state === 'missing') {
         await packages.setState(p.id, 'valid');
+      }
+      if (present && p.manifestSha256 === '') {
+        const members = await readPackageArchive(store.pathFor(p.sha256)).catch(() => null);
+        if (members) await packages.setManifestSha256(p.id, createHash('sha256').update(members.manifestBytes).digest('hex'));
       }
     }
     const summary = { tempFiles, halfStored: halfStored.length, orphanFiles: orphans.length, missing };

@@ -43,6 +43,7 @@ export class ServerService {
     return {
       id: s.id, name: s.name, role: 'slave', mode: s.mode, status: this.status(s.lastSeen, now), product: s.product,
       version: s.version, lastSeen: s.lastSeen, address: s.address, staged: s.staged, freeDiskBytes: s.freeDiskBytes,
+      keyFingerprint: s.keyFingerprint, requestedChange: s.requestedChange,
     };
   }
 
@@ -52,6 +53,7 @@ export class ServerService {
     const master: ServerView = {
       id: 0, name: this.config.name, role: 'master', mode: null, status: 'online', product, version,
       lastSeen: new Date(now).toISOString(), address: this.masterUrl ?? `${scheme}://${this.config.host}:${this.config.port}`, staged: [], freeDiskBytes: null,
+      keyFingerprint: null, requestedChange: null,
     };
     return [master, ...(await this.servers.list()).map((s) => this.slaveView(s, now))];
   }

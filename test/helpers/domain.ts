@@ -24,10 +24,11 @@ export interface TestDomain {
   close(): Promise<void>;
 }
 
-export async function openTestDomain(enrollToken: string): Promise<TestDomain> {
+/** Servers are accepted as they enroll unless `autoAccept` is false (admission tests). */
+export async function openTestDomain(enrollToken: string, options: { autoAccept?: boolean } = {}): Promise<TestDomain> {
   const { dir: work, cleanup } = await tempDir();
   const pki = await createTestPki(path.join(work, 'pki'));
-  const m = await createTestMaster(pki.root, { enrollToken });
+  const m = await createTestMaster(pki.root, { enrollToken, autoAccept: options.autoAccept ?? true });
   await m.services.settings.init({ product: null, productVersion: null, enrollToken });
   const master = await listenMaster(m);
   const agents: AgentProcess[] = [];

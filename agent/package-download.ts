@@ -1,0 +1,91 @@
+import { createWriteStream } from 'node:fs';
+import { stat, truncate } from 'node:fs/promises';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { MasterClient } from './master-client.js';
+import { errorForStatus, MasterAnswerError, masterMessage, NotAcceptedError, RefusedError, RetryLaterError, unreachable, WrongPackageError } from './master-errors.js';
+import { readText, request } from './master-http.js';
+
+/**
+ * Told where each download attempt starts writing (0 for the whole file), it may return a function
+ * that sees that attempt's bytes, in order, as they are written. It throws to stop the download at
+ * once (the bytes already seen cannot be the announced package).
+ */
+export type DownloadObserver = (from: number) => ((chunk: Buffer) => void) | null;
+
+/** Thrown by an observer: the download stops, and is not retried. */
+export class DownloadStoppedError extends Error {
+  override name = 'DownloadStoppedError';
+}
+
+/** Passes bytes on to the file, showing them to the observer, and never more than `room` of them. */
+function guard(room: number, size: number, see: ((chunk: Buffer) => void) | null): Transform {
+  let left = room;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (chunk.length > left) {
+        done(new WrongPackageError(`the master sent more than the ${size} bytes it announced; the download was stopped`));
+        return;
+      }
+      left -= chunk.length;
+      try {
+        see?.(chunk);
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      done(null, chunk);
+    },
+  });
+}
+
+/**
+ * Downloads a package into `partFile`, continuing from what is already there (HTTP Range). Writes
+ * at most the `size` the signed command announced. Retries a cut connection with backoff; returns
+ * when the file has `size` bytes. What the bytes are worth is for the verifier to say, as they
+ * arrive (`observe`).
+ */
+export async function downloadPackage(
+  client: MasterClient, sha256: string, partFile: string, size: number,
+  log: (msg: string, fields: Record<string, number | string>) => void, observe?: DownloadObserver,
+): Promise<void> {
+  const attempts = 8;
+  for (let attempt = 1; ; attempt++) {
+    let have = (await stat(partFile).catch(() => null))?.size ?? 0;
+    if (have > size) {
+      await truncate(partFile, 0);
+      have = 0;
+    }
+    if (have === size) return;
+    try {
+      await client.withSession(async (authorization) => {
+        const response = await request(new URL(`api/agent/packages/${sha256}`, client.baseUrl), {
+          method: 'GET', headers: { authorization, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: client.ca, idleTimeoutMs: 60_000,
+        });
+        const status = response.statusCode ?? 0;
+        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readText(response).catch(() => ''), status), response.headers['retry-after']);
+        // 206: the rest follows; 200: the whole file again (the master ignored the range).
+        const append = status === 206;
+        const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);
+        if (Number.isFinite(total) && total !== size) {
+          response.destroy();
+          throw new WrongPackageError(`the package the master served is not the one it announced (${total} bytes instead of ${size})`);
+        }
+        if (have > 0) log(append ? 'download resumed' : 'download restarted', { sha256, from: append ? have : 0 });
+        const from = append ? have : 0;
+        const file = createWriteStream(partFile, { flags: append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
+        await pipeline(response, guard(size - from, size, observe?.(from) ?? null), file);
+      });
+      if ((await stat(partFile)).size === size) return;
+      throw new Error('the download ended early');
+    } catch (err) {
+      // Retrying cannot help when the master refuses this agent or this package, or serves another one.
+      if (err instanceof WrongPackageError || err instanceof DownloadStoppedError || err instanceof RefusedError || err instanceof NotAcceptedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
+      const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
+      if (attempt >= attempts) throw translated;
+      const delay = translated instanceof RetryLaterError ? translated.retryAfterMs : Math.min(30_000, 500 * 2 ** (attempt - 1));
+      log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0 });
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}

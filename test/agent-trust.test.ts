@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { toAgentCommand } from '../server/services/agent-service.js';
+import { startAgentProcess } from './helpers/agent-process.js';
+import { openTestDomain, type TestDomain } from './helpers/domain.js';
+import { waitFor } from './helpers/master-process.js';
+import { makeRelease } from './helpers/releases.js';
+import { SimulatedAgent } from './helpers/simulated-agent.js';
+import { startTamperingProxy, type Tampering } from './helpers/tampering-proxy.js';
+
+/**
+ * Attacks from the network on a plain-HTTP link between agents and their master, made by a real
+ * man in the middle (a relay that rewrites answers and downloads) in front of real agent processes.
+ */
+const TOKEN = 'trust-enrollment-token-0123456789';
+let d: TestDomain;
+
+before(async () => {
+  d = await openTestDomain(TOKEN);
+});
+after(() => d.close());
+
+const exists = (p: string) => readlink(p).then(() => true, () => false);
+
+async function agentBehind(proxyUrl: string, name: string) {
+  const data = path.join(d.work, `agent-${name}`);
+  const agent = await startAgentProcess(['--master', proxyUrl, '--name', name, '--mode', 'mailbox', '--data', data, '--trust', d.pki.root,
+    '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1'], { PROPAGATOR_ENROLL_TOKEN: TOKEN });
+  d.agents.push(agent);
+  return { agent, data };
+}
+
+describe('a man in the middle of a mailbox link', () => {
+  it('cannot order a downgrade through a poll answer, nor make the agent download anything', async () => {
+    // An older package, validly signed: exactly what an attacker would like to push.
+    const older = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.0.5'));
+    const olderFile = await readFile(d.m.store.pathFor((await d.m.services.packages.get(older)).sha256));
+    const stored = await d.m.services.packages.get(older);
+    const forged = toAgentCommand({
+      id: 'forged-downgrade-1', packageSha256: stored.sha256, payloadSha256: stored.payload.sha256, manifestSha256: stored.manifestSha256,
+      packageSize: 1024 ** 3, product: 'watchdoc', version: '6.0.5', packageName: 'forged', type: 'apply', allowDowngrade: true,
+    } as Parameters<typeof toAgentCommand>[0]);
+    let active = true;
+    const tampering: Tampering = {
+      rewriteAnswer: (route, body) => {
+        if (!active || !route.startsWith('/api/agent/report')) return null;
+        const answer = JSON.parse(body) as { commands: unknown[] };
+        return JSON.stringify({ ...answer, commands: [forged] });
+      },
+      forgeDownload: (route) => (active && route.includes(stored.sha256) ? { bytes: olderFile, contentLength: olderFile.length } : null),
+    };
+    const proxy = await startTamperingProxy(d.master.url, tampering);
+    try {
+      const { agent, data } = await agentBehind(proxy.url, 'mitm-1');
+      await waitFor(async () => proxy.rewritten >= 3, 10_000, 'forged answers');
+      assert.match(agent.logs(), /the master's answer \(200\) is not signed with the master's key: ignored \(is something between this agent and the master\?\)/);
+      assert.doesNotMatch(agent.logs(), /forged-downgrade-1/, 'the forged command was never accepted');
+      assert.ok(!proxy.requests.some((r) => r.includes('/api/agent/packages/')), 'nothing was downloaded');
+      assert.equal(await exists(path.join(data, 'current')), false, 'still the initial release');
+      assert.deepEqual(await readdir(path.join(data, 'commands')), []);
+
+      // The attacker leaves: the agent had only backed off, and works again.
+      active = false;
+      const pkg = await d.upload(await makeRelease(d.work, d.pki.good.ecP256, '6.2.0'));
+      const done = await d.finished((await d.m.services.commands.enqueue({ serverId: agent.serverId, type: 'apply', packageId: pkg })).id, 60_000);
+      assert.deepEqual([done.state, done.versionAfter], ['succeeded', '6.2.0']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('stops a forged download at the first bytes that cannot be the announced package, and keeps nothing of it', async () => {
+    const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.3.0', { padding: 4 * 1024 * 1024 }));
+    const stored = await d.m.services.packages.get(pkg);
+    const junk = randomBytes(stored.size);
+    const proxy = await startTamperingProxy(d.master.url, { forgeDownload: (route) => (route.includes(stored.sha256) ? { bytes: junk, contentLength: junk.length } : null) });
+    try {
+      const { agent, data } = await agentBehind(proxy.url, 'mitm-junk');
+      const result = await d.finished((await d.m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkg })).id);
+      assert.equal(result.state, 'failed');
+      assert.match(result.message, /^This update package is corrupt: /);
+      const sent = [...proxy.forgedBytesSent.values()][0] ?? 0;
+      assert.ok(sent < stored.size / 2, `the agent hung up early (${sent} of ${stored.size} bytes sent)`);
+      assert.deepEqual(await readdir(path.join(data, 'staging')), [], 'no partial file left');
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('never writes more than the size the signed command announced', async () => {
+    const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.3.5', { padding: 1024 * 1024 }));
+    const stored = await d.m.services.packages.get(pkg);
+    const real = await readFile(d.m.store.pathFor(stored.sha256));
+    // The real package, then 8 MiB more, with no length announced (chunked).
+    const padded = Buffer.concat([real, randomBytes(8 * 1024 * 1024)]);
+    const proxy = await startTamperingProxy(d.master.url, { forgeDownload: (route) => (route.includes(stored.sha256) ? { bytes: padded, contentLength: null } : null) });
+    try {
+      const { agent, data } = await agentBehind(proxy.url, 'mitm-long');
+      const result = await d.finished((await d.m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkg })).id);
+      assert.equal(result.state, 'failed');
+      assert.ok(
+        result.message === `the master sent more than the ${stored.size} bytes it announced; the download was stopped` || /^This update package is corrupt: .*after the end of the archive/.test(result.message),
+        result.message,
+      );
+      const sent = [...proxy.forgedBytesSent.values()][0] ?? 0;
+      assert.ok(sent < padded.length, `the agent hung up (${sent} of ${padded.length} bytes sent)`);
+      assert.deepEqual(await readdir(path.join(data, 'staging')), []);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+/** Sends a request head and the first bytes of a large body, then waits for what the master does. */
+function slowRequest(url: string, head: string): Promise<{ answer: string; closedByMaster: boolean; ms: number }> {
+  const { port } = new URL(url);
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1', () => {
+      socket.write(`${head}\r\nContent-Type: application/json\r\nContent-Length: ${1024 * 1024}\r\n\r\n${'{"status":'.padEnd(1024, ' ')}`);
+    });
+    let answer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ answer, closedByMaster: false, ms: Date.now() - started });
+    }, 5000);
+    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ answer, closedByMaster: true, ms: Date.now() - started });
+    });
+    socket.on('error', reject);
+  });
+}
+
+describe('strangers on the agent API', () => {
+  it('are refused from their headers alone, before their body is read, and disconnected', async () => {
+    const host = `Host: ${new URL(d.master.url).host}\r\nX-Propagator-Nonce: ${'n'.repeat(22)}`;
+    const attempts = await Promise.all([
+      ...Array.from({ length: 40 }, () => slowRequest(d.master.url, `POST /api/agent/report HTTP/1.1\r\n${host}`)),
+      ...Array.from({ length: 10 }, () => slowRequest(d.master.url, `POST /api/agent/report HTTP/1.1\r\n${host}\r\nAuthorization: Bearer 1.99999999999.${'A'.repeat(43)}`)),
+    ]);
+    for (const a of attempts) {
+      assert.match(a.answer, /^HTTP\/1\.1 401 /);
+      assert.match(a.answer, /\r\nConnection: close\r\n/i);
+      assert.equal(a.closedByMaster, true, 'the master hung up instead of reading the megabyte');
+    }
+    assert.match(attempts[0]?.answer ?? '', /"error":"Agent session required \(Authorization: Bearer <session token>\)"/);
+    assert.match(attempts[45]?.answer ?? '', /"error":"The agent session is not valid \(the server was removed, or its key changed\); open a new one"/);
+
+    const enroll = await slowRequest(d.master.url, `POST /api/agent/enroll HTTP/1.1\r\n${host}\r\nAuthorization: Bearer not-the-enrollment-token`);
+    assert.match(enroll.answer, /^HTTP\/1\.1 401 [\s\S]*"error":"The enrollment token is wrong/);
+    assert.equal(enroll.closedByMaster, true);
+    const session = await slowRequest(d.master.url, `POST /api/agent/session HTTP/1.1\r\n${host}`);
+    assert.match(session.answer, /^HTTP\/1\.1 413 [\s\S]*"error":"The request body is too large"/, 'a session request is a few hundred bytes');
+    assert.equal(session.closedByMaster, true);
+  });
+
+  it('cannot open a session for an accepted server without its key', async () => {
+    const real = await new SimulatedAgent(d.master.url, 'keyed-1').join(TOKEN);
+    const thief = new SimulatedAgent(d.master.url, 'keyed-1');
+    // The thief knows the name and the public fingerprint, not the private key.
+    Object.assign(thief, { masterKey: real.masterKey });
+    const challenge = await thief.call('GET', '/api/agent/challenge');
+    const claim = JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: (challenge.body as { challenge: string }).challenge });
+    const refused = await thief.call('POST', '/api/agent/session', { body: claim, prove: true });
+    assert.equal(refused.status, 401);
+    assert.deepEqual(refused.body, { error: 'This agent is not a server of the domain: it was removed from the console, or "keyed-1" was accepted with another key; enroll it again with an enrollment token' });
+    const stale = await real.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: `${Math.floor(Date.now() / 1000) - 600}.${'a'.repeat(16)}.${'b'.repeat(43)}` }), prove: true });
+    assert.deepEqual([stale.status, stale.body], [401, { error: 'The session challenge is stale or was not made by this master; ask for a new one' }]);
+    assert.equal((await real.report(undefined)).status, 200, 'the real agent is unaffected');
+  });
+});

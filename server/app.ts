@@ -7,6 +7,7 @@ import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.j
 import { errorHandler } from './http/error-handler.js';
 import { failureLimiter } from './http/failure-limiter.js';
 import { requestLog } from './http/request-log.js';
+import { requestTimeouts } from './http/timeouts.js';
 import { uploadReceiver } from './http/upload.js';
 import { agentRouter } from './routes/agent-router.js';
 import { authRouter } from './routes/auth-router.js';
@@ -40,6 +41,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('views', path.join(PROJECT_ROOT, 'views'));
   app.set('view engine', 'ejs');
 
+  app.use(requestTimeouts(config.requestTimeoutMs, log));
   app.use(requestLog(log));
   app.use((_req, res, next) => {
     res.set(SECURITY_HEADERS);
@@ -71,7 +73,8 @@ export function createApp(deps: AppDeps): Express {
   });
   app.use(serversRouter({ servers: services.servers, settings: services.settings, admission: services.admission }));
   app.use(admissionRouter({ admission: services.admission, servers: services.servers, key: services.masterKey }));
-  app.use(packagesRouter({ packages: services.packages, settings: services.settings, receiveUpload: uploadReceiver(store, config.maxUploadBytes), config }));
+  const receiveUpload = uploadReceiver(store, { maxBytes: config.maxUploadBytes, maxParallel: config.maxParallelUploads, idleTimeoutMs: config.idleTimeoutMs }, log);
+  app.use(packagesRouter({ packages: services.packages, settings: services.settings, receiveUpload, config }));
   app.use(operationsRouter({ operations: services.operations, packages: services.packages, servers: services.servers, settings: services.settings }));
   app.use(settingsRouter({ settings: services.settings, auth: services.auth }));
 

@@ -19,6 +19,13 @@ export interface MasterConfig {
   tlsCert: string | null;
   tlsKey: string | null;
   maxUploadBytes: number;
+  /** Uploads received at once; one more is refused (429) before its body is read. */
+  maxParallelUploads: number;
+  /** An upload or a download with no byte moving for this long is cut. */
+  idleTimeoutMs: number;
+  /** Headers must arrive within this; a request with a small body (all but uploads), whole within requestTimeoutMs. */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
   /** Secrets from the environment only: they never go on a command line (visible in ps). */
   adminPassword: string | null;
   enrollToken: string | null;
@@ -42,6 +49,9 @@ export interface MasterConfig {
 }
 
 export const DEFAULT_PRODUCT = 'watchdoc';
+/** Time for a client to send its headers, and a small-body request whole (uploads excepted). */
+const HEADERS_TIMEOUT_MS = 20_000;
+const REQUEST_TIMEOUT_MS = 30_000;
 export const DEFAULT_PRODUCT_VERSION = '1.0.0';
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
@@ -65,6 +75,8 @@ const FLAGS = {
   'tls-cert': { type: 'string', env: 'PROPAGATOR_TLS_CERT' },
   'tls-key': { type: 'string', env: 'PROPAGATOR_TLS_KEY' },
   'max-upload': { type: 'string', env: 'PROPAGATOR_MAX_UPLOAD' },
+  'max-parallel-uploads': { type: 'string', env: 'PROPAGATOR_MAX_PARALLEL_UPLOADS' },
+  'upload-idle-timeout': { type: 'string', env: 'PROPAGATOR_UPLOAD_IDLE_TIMEOUT' },
   'log-level': { type: 'string', env: 'PROPAGATOR_LOG_LEVEL' },
   'mailbox-cap': { type: 'string', env: 'PROPAGATOR_MAILBOX_CAP' },
   'parallel-transfers': { type: 'string', env: 'PROPAGATOR_PARALLEL_TRANSFERS' },
@@ -76,7 +88,8 @@ const FLAGS = {
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
-                  [--max-upload SIZE] [--mailbox-cap N] [--parallel-transfers N]
+                  [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S]
+                  [--mailbox-cap N] [--parallel-transfers N]
                   [--deadline-bidirectional S] [--deadline-mailbox S] [--auto-accept] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
     PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
@@ -88,6 +101,8 @@ const schema = z.object({
   product: z.string().regex(/^[a-z0-9._-]{1,64}$/, { error: 'product must be 1 to 64 of a-z 0-9 . _ -' }).nullable(),
   productVersion: z.string().refine(isValidVersion, { error: 'product version must be 1 to 4 dot-separated numbers' }).nullable(),
   logLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'log level must be debug, info, warn or error' }),
+  maxParallelUploads: z.coerce.number({ error: 'max parallel uploads must be a number' }).int({ error: 'max parallel uploads must be a whole number' }).min(1, { error: 'max parallel uploads must be 1 or more' }),
+  uploadIdleTimeout: z.coerce.number({ error: 'the upload idle timeout must be a number of seconds' }).positive({ error: 'the upload idle timeout must be more than 0 seconds' }),
   mailboxCap: z.coerce.number({ error: 'mailbox cap must be a number' }).int().min(0, { error: 'mailbox cap must be 0 (no cap) or more' }),
   parallelTransfers: z.coerce.number({ error: 'parallel transfers must be a number' }).int().min(1, { error: 'parallel transfers must be 1 or more' }),
   deadlineBidirectional: z.coerce.number({ error: 'the bidirectional deadline must be a number of seconds' }).positive({ error: 'the bidirectional deadline must be more than 0 seconds' }),
@@ -110,6 +125,8 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     product: pick('product') ?? null,
     productVersion: pick('product-version') ?? null,
     logLevel: pick('log-level') ?? 'info',
+    maxParallelUploads: pick('max-parallel-uploads') ?? '4',
+    uploadIdleTimeout: pick('upload-idle-timeout') ?? '60',
     mailboxCap: pick('mailbox-cap') ?? '0',
     parallelTransfers: pick('parallel-transfers') ?? '8',
     deadlineBidirectional: pick('deadline-bidirectional') ?? '600',
@@ -120,9 +137,14 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
   const tlsKey = pick('tls-key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
   const dataDir = path.resolve(cwd, pick('data') ?? 'data');
-  const { mailboxCap, deadlineBidirectional, deadlineMailbox, ...rest } = parsed.data;
+  const { mailboxCap, deadlineBidirectional, deadlineMailbox, uploadIdleTimeout, ...rest } = parsed.data;
+  const idleTimeoutMs = Math.max(1, Math.round(uploadIdleTimeout * 1000));
   return Object.freeze({
     ...rest,
+    idleTimeoutMs,
+    // A client silent for the idle timeout is cut anyway: these never wait longer than it.
+    headersTimeoutMs: Math.min(HEADERS_TIMEOUT_MS, idleTimeoutMs),
+    requestTimeoutMs: Math.min(REQUEST_TIMEOUT_MS, idleTimeoutMs),
     mailboxSessionsPerMinute: mailboxCap,
     bidirectionalDeadlineMs: deadlineBidirectional * 1000,
     mailboxDeadlineMs: deadlineMailbox * 1000,

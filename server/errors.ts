@@ -24,3 +24,13 @@ export class UnsupportedMediaTypeError extends PropagatorError {
 export class TooManyRequestsError extends PropagatorError {
   override name = 'TooManyRequestsError';
 }
+
+/** The request did not arrive in time (a stalled upload); 408. */
+export class RequestTimeoutError extends PropagatorError {
+  override name = 'RequestTimeoutError';
+}
+
+/** The master's disk cannot hold what the client sends; 507. */
+export class InsufficientStorageError extends PropagatorError {
+  override name = 'InsufficientStorageError';
+}

@@ -20,6 +20,8 @@ export interface RunningMaster {
 }
 
 const SHUTDOWN_GRACE_MS = 30_000;
+/** An idle kept-alive connection is closed after this (Node's default, stated: clients see it in Keep-Alive). */
+const KEEP_ALIVE_MS = 5_000;
 
 /** Opens the data folder and database, bootstraps, and listens. The only place that listens. */
 export async function startMaster(config: Readonly<MasterConfig>, options: { log?: Logger; announce?: (text: string) => void } = {}): Promise<RunningMaster> {
@@ -34,12 +36,17 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
   services.dispatcher.start();
   services.engine.start();
 
+  // Timeouts are checked every second (Node's default, 30 s, would let a 20 s limit run to 50 s).
+  const timing = { connectionsCheckingInterval: 1_000, headersTimeout: config.headersTimeoutMs, keepAliveTimeout: KEEP_ALIVE_MS };
   const server = config.tlsCert && config.tlsKey
-    ? https.createServer({ cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) }, app)
-    : http.createServer(app);
-  // Large uploads over slow links take longer than Node's 5-minute default request timeout.
+    ? https.createServer({ ...timing, cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey), handshakeTimeout: config.headersTimeoutMs }, app)
+    : http.createServer(timing, app);
+  // Node's request timeout covers every request alike: long enough for a 4 GiB upload over a slow
+  // link, it would let slow clients hold the small routes for as long. Off here; http/timeouts.ts
+  // gives each request its deadline, and uploads the idle timeout instead.
   server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
+  // No byte moving either way for this long closes the connection (a stalled download, a silent client).
+  server.timeout = config.idleTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());

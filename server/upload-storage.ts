@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import type multer from 'multer';
 import { hashingTap } from '../lib/hashing-tap.js';
+import { InsufficientStorageError } from './errors.js';
 import type { PackageStore } from './package-store.js';
 
 /** What the upload storage adds to multer's file: the SHA-256 computed while the file streamed. */
@@ -14,25 +15,66 @@ export interface HashedUpload extends Express.Multer.File {
 type HandleCallback = (error?: Error | null, info?: Partial<HashedUpload>) => void;
 
 /**
+ * One upload's link between its receiver and the storage engine. Multer reports a storage error
+ * only once the client has sent its whole body; through this the receiver hears of a full disk
+ * at once, and can stop the file (a stalled client) and know when its temporary file is gone.
+ */
+export class UploadWatch {
+  private readonly controller = new AbortController();
+  private writing: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly onDiskFull: (err: InsufficientStorageError) => void) {}
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  track(write: Promise<unknown>): void {
+    this.writing = write.catch(() => undefined);
+  }
+
+  /** Stops the file being written, if any; resolves once its temporary file is removed. */
+  async stop(reason: Error): Promise<void> {
+    this.controller.abort(reason);
+    await this.writing;
+  }
+}
+
+function diskFullError(err: Error): InsufficientStorageError | null {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC') return new InsufficientStorageError('The master ran out of disk space while receiving this package; the partial upload was removed. Free some space on the master and send it again');
+  if (code === 'EDQUOT') return new InsufficientStorageError('The master reached its disk quota while receiving this package; the partial upload was removed. Raise the quota or free some space on the master and send it again');
+  return null;
+}
+
+/**
  * A multer storage engine that streams the upload straight to a temporary file of the store
  * (never memory) and hashes it on the way, so the file is read from the network exactly once.
  */
-export function hashingStorage(store: PackageStore): multer.StorageEngine {
+export function hashingStorage(store: PackageStore, watchOf: (req: Request) => UploadWatch | undefined = () => undefined): multer.StorageEngine {
   return {
     _handleFile(req: Request, file: Express.Multer.File, callback: HandleCallback) {
       const target = store.newTempPath();
       const tap = hashingTap();
+      const watch = watchOf(req);
       // A client that disconnects mid-upload ends the request without ending the file stream.
       const onAbort = () => file.stream.destroy(new Error('the client disconnected during the upload'));
       req.once('close', () => {
         if (!req.complete) onAbort();
       });
-      pipeline(file.stream, tap.stream, createWriteStream(target, { flags: 'wx', mode: 0o600 }))
+      const onStop = () => file.stream.destroy(watch?.signal.reason as Error);
+      if (watch?.signal.aborted) onStop();
+      watch?.signal.addEventListener('abort', onStop, { once: true });
+      const write = pipeline(file.stream, tap.stream, createWriteStream(target, { flags: 'wx', mode: 0o600 }))
         .then(() => callback(null, { path: target, ...tap.result() }))
         .catch(async (err: Error) => {
           await rm(target, { force: true });
-          callback(err);
-        });
+          const full = diskFullError(err);
+          if (full) watch?.onDiskFull(full);
+          callback(full ?? err);
+        })
+        .finally(() => watch?.signal.removeEventListener('abort', onStop));
+      watch?.track(write);
     },
     _removeFile(_req: Request, file: Express.Multer.File, callback: (error: Error | null) => void) {
       rm(file.path, { force: true }).then(() => callback(null), callback);

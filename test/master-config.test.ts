@@ -30,3 +30,23 @@ it('explains bad values', () => {
   assert.throws(() => loadMasterConfig(['--max-upload', 'lots'], {}), { message: 'not a size: "lots" (examples: 4GiB, 500MiB, 1048576)' });
   assert.equal(parseSize('1.5GiB'), 1.5 * 1024 ** 3);
 });
+
+it('reads the upload cap and the idle timeout, and derives the HTTP timeouts from it', () => {
+  const defaults = loadMasterConfig([], {});
+  assert.deepEqual(
+    [defaults.maxParallelUploads, defaults.idleTimeoutMs, defaults.headersTimeoutMs, defaults.requestTimeoutMs],
+    [4, 60_000, 20_000, 30_000],
+  );
+  const fromEnv = loadMasterConfig([], { PROPAGATOR_MAX_PARALLEL_UPLOADS: '2', PROPAGATOR_UPLOAD_IDLE_TIMEOUT: '90' });
+  assert.deepEqual([fromEnv.maxParallelUploads, fromEnv.idleTimeoutMs, fromEnv.headersTimeoutMs], [2, 90_000, 20_000]);
+  const short = loadMasterConfig(['--max-parallel-uploads', '1', '--upload-idle-timeout', '2.5'], { PROPAGATOR_MAX_PARALLEL_UPLOADS: '2' });
+  assert.deepEqual(
+    [short.maxParallelUploads, short.idleTimeoutMs, short.headersTimeoutMs, short.requestTimeoutMs],
+    [1, 2_500, 2_500, 2_500],
+  );
+  assert.throws(() => loadMasterConfig(['--max-parallel-uploads', '0'], {}), { message: 'max parallel uploads must be 1 or more' });
+  assert.throws(() => loadMasterConfig(['--max-parallel-uploads', '1.5'], {}), { message: 'max parallel uploads must be a whole number' });
+  assert.throws(() => loadMasterConfig(['--max-parallel-uploads', 'many'], {}), { message: 'max parallel uploads must be a number' });
+  assert.throws(() => loadMasterConfig(['--upload-idle-timeout', '0'], {}), { message: 'the upload idle timeout must be more than 0 seconds' });
+  assert.throws(() => loadMasterConfig(['--upload-idle-timeout', 'soon'], {}), { message: 'the upload idle timeout must be a number of seconds' });
+});

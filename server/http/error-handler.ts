@@ -3,7 +3,8 @@ import {
   ConfigurationError, ConflictError, NotFoundError, PackageRejectedError, PropagatorError, ValidationError, errorMessage,
 } from '../../lib/errors.js';
 import {
-  AuthenticationError, BadRequestError, ForbiddenError, PayloadTooLargeError, TooManyRequestsError, UnsupportedMediaTypeError,
+  AuthenticationError, BadRequestError, ForbiddenError, InsufficientStorageError, PayloadTooLargeError, RequestTimeoutError,
+  TooManyRequestsError, UnsupportedMediaTypeError,
 } from '../errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isApiRequest } from './auth-middleware.js';
@@ -15,11 +16,13 @@ const STATUS: [new (...args: never[]) => Error, number][] = [
   [AuthenticationError, 401],
   [ForbiddenError, 403],
   [NotFoundError, 404],
+  [RequestTimeoutError, 408],
   [ConflictError, 409],
   [PayloadTooLargeError, 413],
   [UnsupportedMediaTypeError, 415],
   [TooManyRequestsError, 429],
   [ConfigurationError, 503],
+  [InsufficientStorageError, 507],
 ];
 
 /** The status code and the message a client may see; unexpected errors say nothing internal. */
@@ -34,8 +37,9 @@ export function describeError(err: unknown): { status: number; message: string }
 }
 
 const TITLES: Record<number, string> = {
-  400: 'Bad request', 401: 'Authentication required', 403: 'Forbidden', 404: 'Not found', 409: 'Conflict',
+  400: 'Bad request', 401: 'Authentication required', 403: 'Forbidden', 404: 'Not found', 408: 'Too slow', 409: 'Conflict',
   413: 'Too large', 415: 'Wrong content type', 422: 'Refused', 429: 'Too many requests', 500: 'Internal error', 503: 'Unavailable',
+  507: 'Disk full',
 };
 
 function prefersJson(req: Request): boolean {
@@ -46,7 +50,9 @@ function prefersJson(req: Request): boolean {
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const { status, message } = describeError(err);
-    if (status >= 500) log.error('request failed', { method: req.method, path: req.path, status, error: errorMessage(err), stack: err instanceof Error ? err.stack : undefined });
+    // A typed error (a full disk, a setup mistake) says all in its message; a stack helps with the rest.
+    const stack = err instanceof Error && !(err instanceof PropagatorError) ? err.stack : undefined;
+    if (status >= 500) log.error('request failed', { method: req.method, path: req.path, status, error: errorMessage(err), stack });
     if (res.headersSent) {
       req.socket.destroy();
       return;

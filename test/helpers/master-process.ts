@@ -55,16 +55,16 @@ export function multipartHead(name: string, filename = 'package.pkg'): string {
 export const multipartTail = `\r\n--${BOUNDARY}--\r\n`;
 
 /** An upload whose body the test writes by hand, to stop, cut or finish it when it chooses. */
-export function openUpload(url: string, authorization: string): { request: http.ClientRequest; response: Promise<{ status: number; body: string }> } {
+export function openUpload(url: string, authorization: string): { request: http.ClientRequest; response: Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> } {
   const request = http.request(`${url}/api/packages`, {
     method: 'POST',
     headers: { 'content-type': `multipart/form-data; boundary=${BOUNDARY}`, authorization, 'transfer-encoding': 'chunked' },
   });
-  const response = new Promise<{ status: number; body: string }>((resolve, reject) => {
+  const response = new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
     request.on('response', (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
     });
     request.on('error', reject);
   });

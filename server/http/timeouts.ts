@@ -1,0 +1,61 @@
+import type { Request, RequestHandler, Response } from 'express';
+import type { Logger } from '../../lib/logger.js';
+
+/** How long a client answered before the end of its body may go on sending (dropped) before it is cut. */
+const LINGER_MS = 3_000;
+
+const deadlines = new WeakMap<Request, NodeJS.Timeout>();
+const ownIdleHandling = new WeakSet<Request>();
+
+/**
+ * Time limits of every request except admitted uploads (see exemptUpload):
+ * - the request must arrive whole within `requestMs`. Node's server.requestTimeout does this for
+ *   every request alike and cannot be lifted for one route, so a value that lets a 4 GiB upload
+ *   through a slow link would let a slow-loris client hold a small-body route (login, agent
+ *   reports) for an hour. main.ts turns it off and this middleware sets it per request instead.
+ * - with no byte moving either way for the server's idle timeout (server.timeout, main.ts), the
+ *   connection is closed and logged: a client that stopped reading a package download releases
+ *   its file and its memory.
+ */
+export function requestTimeouts(requestMs: number, log: Logger): RequestHandler {
+  return (req, res, next) => {
+    const deadline = setTimeout(() => {
+      if (req.complete || req.socket.destroyed) return;
+      log.warn('request too slow to arrive: connection closed', { method: req.method, path: req.path, seconds: requestMs / 1000 });
+      if (res.headersSent) req.socket.destroy();
+      else res.status(408).set('Connection', 'close').json({ error: `The request did not arrive whole within ${requestMs / 1000} s; send it again` });
+    }, requestMs).unref();
+    deadlines.set(req, deadline);
+    // A body still arriving after the answer (e.g. a refused login) stays under the deadline.
+    res.once('close', () => {
+      if (req.complete) clearTimeout(deadline);
+    });
+    // A listener here keeps Node from closing the socket itself, so the line can be logged first.
+    res.on('timeout', () => {
+      if (ownIdleHandling.has(req)) return;
+      log.warn('connection idle: closed', { method: req.method, path: req.path, answered: res.headersSent, seconds: (req.socket.timeout ?? 0) / 1000 });
+      req.socket.destroy();
+    });
+    next();
+  };
+}
+
+/** An admitted upload may take as long as its bytes keep coming: it handles its idle timeout itself. */
+export function exemptUpload(req: Request): void {
+  clearTimeout(deadlines.get(req));
+  ownIdleHandling.add(req);
+}
+
+/**
+ * For an answer given before the request's body ended (a refused or stopped upload). Closing the
+ * connection at once would make the client's TCP stack drop the answer (a reset while it still
+ * sends), so what it still sends is read and dropped for a moment, then the connection is cut
+ * if the body has not ended.
+ */
+export function closeAfterAnswer(req: Request, res: Response): void {
+  res.once('close', () => {
+    setTimeout(() => {
+      if (!req.complete) req.socket.destroy();
+    }, LINGER_MS).unref();
+  });
+}

@@ -9,6 +9,7 @@ import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
 import { makePackage } from './helpers/openssl-package.js';
 import { makeRandomPayload } from './helpers/random-payload.js';
+import { SimulatedAgent } from './helpers/simulated-agent.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki } from './helpers/test-pki.js';
 
@@ -28,7 +29,7 @@ before(async () => {
   // Larger than what the loopback socket buffers hold, so a client that stops reading stalls the master.
   const payloadFile = await makeRandomPayload(path.join(work, 'payload.tar.gz'), 64 * 1024 ** 2);
   const file = await makePackage(work, 'big', { publisher: pki.good.rsa, payloadFile });
-  master = await startMasterProcess(['--data', path.join(work, 'data'), '--trust', pki.root, '--product-version', '9.0.0'], {
+  master = await startMasterProcess(['--data', path.join(work, 'data'), '--trust', pki.root, '--product-version', '9.0.0', '--auto-accept'], {
     PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD,
     PROPAGATOR_ENROLL_TOKEN: ENROLL_TOKEN,
     PROPAGATOR_UPLOAD_IDLE_TIMEOUT: String(IDLE_SECONDS),
@@ -50,20 +51,14 @@ after(async () => {
  * given the package by a propagate operation. The agent API is being redesigned: adapt this only.
  */
 async function agentDownloadAuthorization(packageId: number): Promise<string> {
-  const enroll = await fetch(`${master.url}/api/agent/enroll`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ token: ENROLL_TOKEN, name: 'slow-reader', mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null }),
-  });
-  assert.equal(enroll.status, 201, await enroll.clone().text());
-  const { serverId, secret } = (await enroll.json()) as { serverId: number; secret: string };
+  const agent = await new SimulatedAgent(master.url, 'slow-reader').join(ENROLL_TOKEN);
   const operation = await fetch(`${master.url}/api/operations`, {
     method: 'POST',
     headers: { authorization: BASIC, 'content-type': 'application/json' },
-    body: JSON.stringify({ action: 'propagate', package: packageId, servers: [serverId] }),
+    body: JSON.stringify({ action: 'propagate', package: packageId, servers: [agent.serverId] }),
   });
   assert.equal(operation.status, 202, await operation.clone().text());
-  return `Bearer ${serverId}.${secret}`;
+  return agent.authorization;
 }
 
 /** A raw connection to the master, with what it received and when it was closed. */

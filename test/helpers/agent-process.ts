@@ -10,15 +10,23 @@ export interface AgentProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `propagator agent` as a real process; resolves once it has enrolled and started. */
-export function startAgentProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
+/** An agent process just started: its output so far, and the moment it is a server of the domain. */
+export interface StartingAgent {
+  child: ChildProcess;
+  logs: () => string;
+  /** Resolves once the agent is enrolled, accepted and started; rejects if it exits first. */
+  started: Promise<AgentProcess>;
+}
+
+/** Starts `propagator agent` as a real process, without waiting (an agent may wait for acceptance). */
+export function spawnAgentProcess(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): StartingAgent {
   const child = spawn(process.execPath, [BIN, 'agent', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent did not start: ${err}\n${out}`)), 30_000);
+  const started = new Promise<AgentProcess>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`agent did not start: ${err}\n${out}`)), timeoutMs);
     child.stderr?.on('data', (c: Buffer) => {
       err += c.toString();
       const match = /enrolled as server (\d+) with \S+?(?:, listening at (\S+))?$/m.exec(err);
@@ -39,6 +47,13 @@ export function startAgentProcess(args: string[], env: NodeJS.ProcessEnv = {}): 
       reject(Object.assign(new Error(`agent exited with ${code}: ${err}\n${out}`), { code, output: out + err }));
     });
   });
+  started.catch(() => undefined);
+  return { child, logs: () => out + err, started };
+}
+
+/** Starts `propagator agent` as a real process; resolves once it has enrolled and started. */
+export function startAgentProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
+  return spawnAgentProcess(args, env).started;
 }
 
 /** Runs an agent that is expected to stop by itself; resolves with its exit code and output. */

@@ -8,6 +8,8 @@ import type { TrustStore } from './trust-store.js';
 /** What a valid package is, as the master stores it and the CLI prints it. */
 export interface VerifiedPackage {
   manifest: Manifest;
+  /** SHA-256 of the exact bytes of manifest.json, hex: what an announcement can name the package by. */
+  manifestSha256: string;
   signer: CertificateSummary;
   chain: CertificateSummary[];
   payload: { size: number; sha256: string };
@@ -75,5 +77,5 @@ export async function verifyMembers(read: Promise<PackageMembers>, options: Veri
   if (members.payload.sha256 !== manifest.payload.sha256) {
     throw corrupt('payload checksum does not match the manifest');
   }
-  return { manifest, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload };
+  return { manifest, manifestSha256: members.manifestSha256, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload };
 }

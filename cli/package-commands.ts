@@ -35,6 +35,7 @@ async function verifyAndPrint(file: string, trustPath: string, io: CliIo): Promi
       expires: manifest.expires ?? null,
       minVersion: manifest.minVersion ?? null,
       description: manifest.description ?? null,
+      unpackedSize: manifest.unpackedSize ?? null,
       signer: result.signer.subject,
       chain: result.chain.map((c) => ({ subject: c.subject, issuer: c.issuer, notAfter: c.notAfter, sha256Fingerprint: c.fingerprint })),
       payload: result.payload,

@@ -74,8 +74,10 @@ describe('propagator package build', () => {
     await opensslAccepts(out, path.join(devCerts, 'trusted', 'dev-root-ca.pem'));
     const verified = await propagator(['package', 'verify', out, '--trust', path.join(devCerts, 'trusted')]);
     assert.equal(verified.code, 0, verified.stderr);
-    const summary = JSON.parse(verified.stdout) as { product: string; version: string; signer: string; chain: unknown[]; payload: { size: number; sha256: string } };
+    const summary = JSON.parse(verified.stdout) as { product: string; version: string; signer: string; chain: unknown[]; unpackedSize: number; payload: { size: number; sha256: string } };
     assert.equal(summary.product, 'watchdoc');
+    // The builder declares what the payload's files hold: watchdoc.conf and hooks/health.
+    assert.equal(summary.unpackedSize, 'release=6.2.0\n'.length + '#!/bin/sh\nexit 0\n'.length);
     assert.equal(summary.version, '6.2.0');
     assert.match(summary.signer, /^CN=Propagator Development Publisher/);
     assert.equal(summary.chain.length, 2);

@@ -263,6 +263,10 @@ describe('manifest fields (validly signed, still corrupt)', () => {
     ['an upper-case sha256', (m) => ({ ...m, payload: { ...(m.payload as { sha256: string }), sha256: (m.payload as { sha256: string }).sha256.toUpperCase() } }), 'manifest field "payload.sha256" must be 64 lowercase hexadecimal digits'],
     ['a negative size', (m) => ({ ...m, payload: { ...(m.payload as object), size: -1 } }), 'manifest field "payload.size" must be a whole number of bytes'],
     ['no payload', ({ payload: _p, ...m }) => m, 'manifest has no "payload" field'],
+    ['a negative unpackedSize', (m) => ({ ...m, unpackedSize: -1 }), 'manifest field "unpackedSize" must be a whole number of bytes'],
+    ['a fractional unpackedSize', (m) => ({ ...m, unpackedSize: 1.5 }), 'manifest field "unpackedSize" must be a whole number of bytes'],
+    ['an unpackedSize in quotes', (m) => ({ ...m, unpackedSize: '1200' }), 'manifest field "unpackedSize" must be a whole number of bytes'],
+    ['an unpackedSize beyond 2^53', (m) => ({ ...m, unpackedSize: 2 ** 60 }), 'manifest field "unpackedSize" must be a whole number of bytes'],
   ];
   for (const [label, edit, reason] of cases) {
     it(`refuses ${label}`, async () => {
@@ -270,6 +274,12 @@ describe('manifest fields (validly signed, still corrupt)', () => {
       assert.equal(await rejection(file), `This update package is corrupt: ${reason}`);
     });
   }
+
+  it('reads the optional unpackedSize (a format 1 extension: older verifiers ignore it)', async () => {
+    const file = await makePackage(work, name(), good({ editManifest: (m) => ({ ...m, unpackedSize: 1200 }) }));
+    assert.equal((await verifyPackage(file, { trust })).manifest.unpackedSize, 1200);
+    assert.equal((await verifyPackage(await makePackage(work, name(), good()), { trust })).manifest.unpackedSize, undefined);
+  });
 
   it('ignores unknown fields', async () => {
     const file = await makePackage(work, name(), good({ editManifest: (m) => ({ ...m, channel: 'beta', format2: { x: 1 } }) }));

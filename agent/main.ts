@@ -42,7 +42,7 @@ async function enroll(client: MasterClient, status: AgentStatus, token: string, 
 export async function startAgent(config: Readonly<AgentConfig>, options: { log?: Logger } = {}): Promise<RunningAgent> {
   const log = options.log ?? createLogger({ level: config.logLevel, base: { agent: config.name } });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const releases = new ReleaseManager(config.dataDir, { product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases }, log);
+  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
   await releases.init();
   const client = await MasterClient.create(config.masterUrl, config.caFile);
   const stager = new Stager(config.dataDir, { product: config.product, trustPath: config.trustPath }, client, log);

@@ -7,7 +7,7 @@ import { verifyPackage } from '../lib/package-verifier.js';
 import { loadTrustStore, type TrustStore } from '../lib/trust-store.js';
 import { craftTar, makePackage, MEMBERS, packStage, signStage, stagePackage, type StageOptions } from './helpers/openssl-package.js';
 import { must, tempDir } from './helpers/run.js';
-import { createTestPki, type TestPki } from './helpers/test-pki.js';
+import { createEkuPki, createTestPki, type EkuPki, type TestPki } from './helpers/test-pki.js';
 
 let work: string;
 let cleanup: () => Promise<void>;
@@ -123,6 +123,39 @@ describe('publishers that must be refused', () => {
   it('refuses a good package when the trust store holds another root', async () => {
     const file = await makePackage(work, name(), good());
     assert.match(await rejection(file, await loadTrustStore(pki.otherRoot)), /^This update package is not secure: the certificate chain does not lead to a trusted root: no trusted certificate "CN=Test Update Root CA" issued "CN=Test Update Intermediate CA"$/);
+  });
+});
+
+describe('what issuers may vouch for, and who may sign', () => {
+  let eku: EkuPki;
+  before(async () => {
+    eku = await createEkuPki(pki);
+  });
+
+  it('refuses a code signer vouched for by an intermediate kept to other usages', async () => {
+    const underTls = await makePackage(work, name(), good({ publisher: eku.underTls }));
+    assert.equal(await rejection(underTls), 'This update package is not secure: the intermediate certificate "CN=Test TLS-only Intermediate CA" may not vouch for code signing (its extended key usage allows only serverAuth)');
+    const underTlsClient = await makePackage(work, name(), good({ publisher: eku.underTlsClient }));
+    assert.equal(await rejection(underTlsClient), 'This update package is not secure: the intermediate certificate "CN=Test TLS Client Intermediate CA" may not vouch for code signing (its extended key usage allows only serverAuth, clientAuth)');
+  });
+
+  it('accepts intermediates with no extended key usage, with codeSigning, or with anyExtendedKeyUsage', async () => {
+    for (const [publisher, signer] of [[pki.good.ecP256, 'CN=Test Publisher ec-p256'], [eku.underCode, 'CN=Test Publisher under code CA'], [eku.underAny, 'CN=Test Publisher under any CA']] as const) {
+      const file = await makePackage(work, name(), good({ publisher }));
+      assert.equal((await verifyPackage(file, { trust })).signer.subject, signer);
+    }
+  });
+
+  it('refuses a CA certificate as the signer, code-signing usage or not', async () => {
+    const file = await makePackage(work, name(), good({ publisher: eku.caSigner }));
+    assert.equal(await rejection(file), 'This update package is not secure: the signer certificate is a CA certificate (basicConstraints CA:true); sign with an end-entity code-signing certificate');
+  });
+
+  it('holds the trusted root to its extended key usage too', async () => {
+    const underTlsRoot = await makePackage(work, name(), good({ publisher: eku.tlsRoot.publisher }));
+    assert.equal(await rejection(underTlsRoot, await loadTrustStore(eku.tlsRoot.root)), 'This update package is not secure: the root certificate "CN=Test TLS-only Root CA" may not vouch for code signing (its extended key usage allows only serverAuth)');
+    const underCodeRoot = await makePackage(work, name(), good({ publisher: eku.codeRoot.publisher }));
+    assert.equal((await verifyPackage(underCodeRoot, { trust: await loadTrustStore(eku.codeRoot.root) })).chain.length, 2);
   });
 });
 

@@ -1,6 +1,7 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
 import { ekuName, OID_ANY_EKU, OID_CODE_SIGNING, pemBlocks, readCertificate, type CertificateInfo } from './certificate.js';
 import { corrupt, errorMessage, notSecure } from './errors.js';
+import { escapeControl } from './text.js';
 import type { TrustStore } from './trust-store.js';
 
 export const MAX_CHAIN_CERTIFICATES = 5;
@@ -19,7 +20,7 @@ export function parseSignerPem(bytes: Buffer): CertificateInfo[] {
     try {
       return readCertificate(b.pem);
     } catch (err) {
-      throw corrupt(`signer.pem certificate ${i + 1} cannot be parsed (${errorMessage(err)})`);
+      throw corrupt(`signer.pem certificate ${i + 1} cannot be parsed (${escapeControl(errorMessage(err))})`);
     }
   });
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { corrupt } from './errors.js';
+import { escapeControl } from './text.js';
 import { isValidVersion } from './version.js';
 
 /** What manifest.json states, as format 1 defines it (../shared/package-format.md). */
@@ -76,7 +77,8 @@ export function parseManifest(bytes: Buffer): Manifest {
   try {
     data = JSON.parse(text);
   } catch (err) {
-    throw corrupt(`manifest.json is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+    // V8 quotes the text around the error: escaped, like every text from a package.
+    throw corrupt(`manifest.json is not valid JSON (${escapeControl(err instanceof Error ? err.message : String(err))})`);
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw corrupt('manifest.json is not a JSON object');

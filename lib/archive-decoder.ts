@@ -48,10 +48,10 @@ function gzipHeaderLength(b: Buffer): number | null {
  */
 export class ArchiveDecoder {
   /** null until the first two bytes tell; then whether the archive is gzip-compressed. */
-  compressed: boolean | null = null;
+  private compressed: boolean | null = null;
   /** Compressed bytes read so far, and bytes handed to the sink. */
-  bytesIn = 0;
-  bytesOut = 0;
+  private bytesIn = 0;
+  private bytesOut = 0;
   private state: 'sniff' | 'plain' | 'header' | 'deflate' | 'trailer' | 'between' | 'padding' | 'failed' = 'sniff';
   private pending = Buffer.alloc(0);
   private queue: Promise<void> = Promise.resolve();

@@ -82,17 +82,12 @@ async function streamPayload(packageFile: string, writer: PayloadWriter): Promis
   let inPayload = false;
   const payload = new ArchiveDecoder((chunk) => writer.write(chunk));
   // Errors of the payload's gzip layer name the payload; the writer's own are already worded.
-  const toPayload = async (chunk: Buffer): Promise<void> => {
-    try {
-      await payload.write(chunk);
-    } catch (err) {
-      throw err instanceof DecodeError ? corrupt(`payload: ${archiveReason(err, 1)}`) : err;
-    }
-  };
+  const payloadFailure = (err: unknown) => (err instanceof DecodeError ? corrupt(`payload: ${archiveReason(err, 1)}`) : err);
   const outer = new TarTokenizer();
+  const outerFailure = (reason: string) => corrupt(archiveReason(new Error(reason), outer.headers));
   const container = new ArchiveDecoder(async (chunk) => {
     for (const event of outer.write(chunk)) {
-      if (event.kind === 'error') throw corrupt(archiveReason(new Error(event.reason), outer.headers));
+      if (event.kind === 'error') throw outerFailure(event.reason);
       if (event.kind === 'entry') {
         inPayload = !found && memberName(event.entry.path) === PAYLOAD_MEMBER;
         found ||= inPayload;
@@ -101,7 +96,9 @@ async function streamPayload(packageFile: string, writer: PayloadWriter): Promis
       } else if (inPayload) {
         hash.update(event.chunk);
         size += event.chunk.length;
-        await toPayload(event.chunk);
+        await Promise.resolve(payload.write(event.chunk)).catch((err: unknown) => {
+          throw payloadFailure(err);
+        });
       }
     }
   });
@@ -126,13 +123,11 @@ async function streamPayload(packageFile: string, writer: PayloadWriter): Promis
       input.destroy();
     }
     await container.end();
-    for (const event of outer.end()) if (event.kind === 'error') throw corrupt(archiveReason(new Error(event.reason), outer.headers));
+    for (const event of outer.end()) if (event.kind === 'error') throw outerFailure(event.reason);
     if (!found) throw corrupt(`the package has no ${PAYLOAD_MEMBER}`);
-    try {
-      await payload.end();
-    } catch (err) {
-      throw err instanceof DecodeError ? corrupt(`payload: ${archiveReason(err, 1)}`) : err;
-    }
+    await Promise.resolve(payload.end()).catch((err: unknown) => {
+      throw payloadFailure(err);
+    });
     await writer.end();
   } catch (err) {
     payload.abort(err as Error);

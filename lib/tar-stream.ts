@@ -56,10 +56,8 @@ export class TarTokenizer {
   private metaInARow = 0;
   private ex: HeaderData | undefined;
   private gex: HeaderData | undefined;
-  /** Entries and extension headers seen, for the caller's own limits. */
+  /** Entries and extension headers read so far (none: the bytes may be no tar at all). */
   headers = 0;
-  /** Whether the end-of-archive marker (or a first zero block) has been read. */
-  ended = false;
 
   write(chunk: Buffer): TarEvent[] {
     const events: TarEvent[] = [];
@@ -137,7 +135,6 @@ export class TarTokenizer {
   private header(block: Buffer, events: TarEvent[]): void {
     if (allZero(block)) {
       this.state = 'trailer';
-      this.ended = true;
       return;
     }
     const header = new Header(block, 0, this.ex, this.gex);

@@ -155,13 +155,15 @@ export class TarTokenizer {
       if (size === 0) this.finishEntry(events);
       return;
     }
-    // Only regular files carry data; python's tarfile reads the blocks after a link or a device
-    // as the next header whatever its size says, so a size there would hide a member from one reader.
-    if (size > 0 && !DATA_TYPES.has(type)) throw new TarFormatError(`${quote(header.path ?? '')} (${type}) claims ${size} bytes of data`);
     this.ex = undefined;
     this.metaInARow = 0;
     this.current = { path: header.path ?? '', type, size, mode: header.mode === undefined ? undefined : header.mode & 0o7777, linkpath: header.linkpath || undefined };
     events.push({ kind: 'entry', entry: this.current });
+    // Only files carry data: python's tarfile reads the blocks after a link or a device as the
+    // next header whatever its size says, so data there would be a member to one reader only.
+    if (size > 0 && !DATA_TYPES.has(type)) {
+      throw new TarFormatError(`member ${quote(this.current.path)} (${type}) claims ${size} bytes of data, which only a file may have`);
+    }
     this.remain = size;
     this.state = 'body';
     if (size === 0) this.finishEntry(events);

@@ -4,11 +4,12 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { Header, Pax } from 'tar';
 import { PackageMismatchError, PackageRejectedError } from '../lib/errors.js';
 import { PackageArchiveReader } from '../lib/package-archive.js';
 import { verifyMembers, verifyPackage } from '../lib/package-verifier.js';
 import { loadTrustStore, type TrustStore } from '../lib/trust-store.js';
-import { makePackage, MEMBERS, packStage, stagePackage, type StageOptions } from './helpers/openssl-package.js';
+import { craftTar, makePackage, MEMBERS, packStage, stagePackage, type StageOptions } from './helpers/openssl-package.js';
 import { must, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -143,6 +144,43 @@ describe('data after the end of the archive', () => {
     reader.write(Buffer.alloc(1024 * 1024, 0x41));
     assert.equal(reader.done, true, 'settled at the first junk piece');
     await assert.rejects(reader.members, { message: AFTER_END });
+  });
+});
+
+describe('tar and gzip framing', () => {
+  let plain: Buffer;
+  before(async () => {
+    plain = await readFile(await makePackage(work, name(), good()));
+  });
+  const fileHeader = (file: string, size: number): Buffer => {
+    const header = new Header({ path: file, size, type: 'File', mode: 0o644 });
+    header.encode();
+    return header.block as Buffer;
+  };
+
+  it('refuses an entry type node-tar used to skip unseen', async () => {
+    const file = await craftTar(path.join(work, `${name()}.pkg`), [{ name: 'manifest.json', type: 'volume' }]);
+    assert.equal(await verdict(file), 'This update package is corrupt: member "manifest.json" is not a regular file (TapeVolumeHeader)');
+  });
+
+  it('refuses a run of extended headers before one member', async () => {
+    const pax = new Pax({ path: 'manifest.json', comment: 'again' }).encode();
+    const file = await saved(Buffer.concat([...Array.from({ length: 9 }, () => pax), fileHeader('manifest.json', 0), Buffer.alloc(1024)]));
+    assert.equal(await verdict(file), 'This update package is corrupt: more than 8 extended headers before one member');
+  });
+
+  it('refuses a gzipped container that unpacks to more than 100 times its size', async () => {
+    const zeros = 50 * 1024 * 1024;
+    const file = await saved(gzipSync(Buffer.concat([fileHeader('payload.tar.gz', zeros), Buffer.alloc(zeros + 1024)])));
+    assert.equal(await verdict(file), 'This update package is corrupt: the archive unpacks to more than 100 times its compressed size');
+  });
+
+  it('checks the gzip CRC and length', async () => {
+    for (const [at, what] of [[8, 'CRC'], [4, 'length']] as const) {
+      const bytes = gzipSync(plain);
+      bytes[bytes.length - at] = (bytes[bytes.length - at] ?? 0) ^ 0x01;
+      assert.equal(await verdict(await saved(bytes)), `This update package is corrupt: the archive is unreadable (bad gzip data: ${what} mismatch)`);
+    }
   });
 });
 

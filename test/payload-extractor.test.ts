@@ -175,6 +175,14 @@ describe('payload extraction', () => {
     assert.equal(await exists(dir), false);
   });
 
+  it('refuses an entry that only one tar reader would see', async () => {
+    // python reads the block after a link as the next header; node-tar skipped it as the link's data
+    await refused([{ name: 'l', type: 'symlink', linkname: 'target', size: 100 }, { name: 'after', content: 'x' }],
+      'This update package is corrupt: payload: member "l" (SymbolicLink) claims 100 bytes of data, which only a file may have');
+    await refused([{ name: 'a', content: 'x', pax: { comment: 'c'.repeat(70_000) } }],
+      'This update package is corrupt: payload: an extended header of 70015 bytes (at most 65536)');
+  });
+
   it('refuses to reuse an existing release directory', async () => {
     const file = await packageWith([{ name: 'a.txt', content: 'one' }]);
     const verified = await verifyPackage(file, { trust });

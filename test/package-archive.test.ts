@@ -175,6 +175,15 @@ describe('tar and gzip framing', () => {
     assert.equal(await verdict(file), 'This update package is corrupt: the archive unpacks to more than 100 times its compressed size');
   });
 
+  it('reads a gzip header with the file name in it (the gzip command), and refuses gzip data cut short', async () => {
+    const file = await saved(plain);
+    await must('gzip', ['-k', '-f', file]);
+    assert.equal((await readFile(`${file}.gz`))[3], 0x08, 'FNAME flag');
+    assert.equal(await verdict(`${file}.gz`), 'valid SHA');
+    const zipped = gzipSync(plain);
+    assert.equal(await verdict(await saved(zipped.subarray(0, zipped.length - 20))), 'This update package is corrupt: the archive is unreadable (bad gzip data: unexpected end of file)');
+  });
+
   it('checks the gzip CRC and length', async () => {
     for (const [at, what] of [[8, 'CRC'], [4, 'length']] as const) {
       const bytes = gzipSync(plain);

@@ -32,6 +32,8 @@ export interface AgentConfig {
   backoffMaxMs: number;
   heartbeatMs: number;
   hookTimeoutMs: number;
+  /** Without a declared unpackedSize, a payload may unpack to this many times its size. */
+  maxUnpackRatio: number;
   keepReleases: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -54,12 +56,14 @@ const FLAGS = {
   'poll-max': 'PROPAGATOR_POLL_MAX',
   heartbeat: 'PROPAGATOR_HEARTBEAT',
   'hook-timeout': 'PROPAGATOR_HOOK_TIMEOUT',
+  'max-unpack-ratio': 'PROPAGATOR_MAX_UNPACK_RATIO',
   'log-level': 'PROPAGATOR_LOG_LEVEL',
 } as const;
 
 export const AGENT_HELP = `propagator agent --master URL --name NAME --mode bidirectional|mailbox --data DIR --trust PATH [--enroll-token-file FILE]
                  [--port N] [--host H] [--advertise URL] [--product watchdoc] [--initial-version X.Y.Z] [--ca CA.pem]
                  [--master-fingerprint SHA256:...] [--poll-min S] [--poll-max S] [--heartbeat S] [--hook-timeout S] [--log-level L]
+                 [--max-unpack-ratio N]
     Runs the slave agent. The enrollment token is needed on the first start only: in a file
     (--enroll-token-file) or in PROPAGATOR_ENROLL_TOKEN, never on the command line. A mailbox agent
     opens no port. Each flag has an environment variable (PROPAGATOR_MASTER_URL, PROPAGATOR_AGENT_NAME, ...).`;
@@ -77,6 +81,7 @@ const schema = z.object({
   pollMax: seconds('--poll-max'),
   heartbeat: seconds('--heartbeat'),
   hookTimeout: seconds('--hook-timeout'),
+  maxUnpackRatio: z.coerce.number({ error: '--max-unpack-ratio must be a number' }).min(1, { error: '--max-unpack-ratio must be 1 or more' }),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']),
 });
 
@@ -102,6 +107,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     pollMax: pick('poll-max') ?? '60',
     heartbeat: pick('heartbeat') ?? '30',
     hookTimeout: pick('hook-timeout') ?? '300',
+    maxUnpackRatio: pick('max-unpack-ratio') ?? '10',
     logLevel: pick('log-level') ?? 'info',
   });
   if (!parsed.success) throw new ValidationError(parsed.error.issues[0]?.message ?? 'invalid configuration');
@@ -137,6 +143,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     backoffMaxMs: Math.max(c.pollMax * 1000, 300_000),
     heartbeatMs: c.heartbeat * 1000,
     hookTimeoutMs: c.hookTimeout * 1000,
+    maxUnpackRatio: c.maxUnpackRatio,
     keepReleases: 3,
     logLevel: c.logLevel,
   });

@@ -82,7 +82,7 @@ export async function startAgent(config: Readonly<AgentConfig>, options: { log?:
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   // Owner-only whatever the folder was before: it holds the agent's key.
   await chmod(config.dataDir, 0o700);
-  const releases = new ReleaseManager(config.dataDir, { product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases }, log);
+  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
   await releases.init();
   const key = await loadAgentKey(config.dataDir);
   if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });

@@ -11,7 +11,7 @@ import { readText, request } from './master-http.js';
  * that sees that attempt's bytes, in order, as they are written. It throws to stop the download at
  * once (the bytes already seen cannot be the announced package).
  */
-export type DownloadObserver = (from: number) => ((chunk: Buffer) => void) | null;
+export type DownloadObserver = (from: number) => ((chunk: Buffer) => void | Promise<void>) | null;
 
 /** Thrown by an observer: the download stops, and is not retried. */
 export class DownloadStoppedError extends Error {
@@ -19,7 +19,7 @@ export class DownloadStoppedError extends Error {
 }
 
 /** Passes bytes on to the file, showing them to the observer, and never more than `room` of them. */
-function guard(room: number, size: number, see: ((chunk: Buffer) => void) | null): Transform {
+function guard(room: number, size: number, see: ((chunk: Buffer) => void | Promise<void>) | null): Transform {
   let left = room;
   return new Transform({
     transform(chunk: Buffer, _encoding, done) {
@@ -28,13 +28,10 @@ function guard(room: number, size: number, see: ((chunk: Buffer) => void) | null
         return;
       }
       left -= chunk.length;
-      try {
-        see?.(chunk);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-      done(null, chunk);
+      // The observer may ask to wait (the verifier inflating a gzipped container): the download waits with it.
+      Promise.resolve()
+        .then(() => see?.(chunk))
+        .then(() => done(null, chunk), (err: Error) => done(err));
     },
   });
 }

@@ -1,5 +1,6 @@
-import { lstat, mkdir, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { formatBytes } from '../lib/bytes.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
 import { extractPayload } from '../lib/payload-extractor.js';
@@ -30,6 +31,17 @@ function describeHook(name: string, result: HookResult): string {
   return `${name} failed (${result.outcome})${result.outputTail ? `: ${result.outputTail}` : ''}`;
 }
 
+export interface ReleaseOptions {
+  /** This server's name, for the messages the master shows. */
+  name: string;
+  product: string;
+  initialVersion: string | null;
+  hookTimeoutMs: number;
+  keep: number;
+  /** Without a declared unpackedSize, a payload may unpack to this many times its size. */
+  maxUnpackRatio: number;
+}
+
 /**
  * The product releases on this slave: DATA/releases/<version>/ and DATA/current, a symbolic link
  * to the running one, switched atomically (a new link renamed over the old one).
@@ -39,7 +51,7 @@ export class ReleaseManager {
   private readonly currentLink: string;
   private readonly journalFile: string;
 
-  constructor(private readonly dataDir: string, private readonly options: { product: string; initialVersion: string | null; hookTimeoutMs: number; keep: number }, private readonly log: Logger) {
+  constructor(private readonly dataDir: string, private readonly options: ReleaseOptions, private readonly log: Logger) {
     this.releasesDir = path.join(dataDir, 'releases');
     this.currentLink = path.join(dataDir, 'current');
     this.journalFile = path.join(dataDir, 'install.json');
@@ -66,6 +78,11 @@ export class ReleaseManager {
     await rename(next, this.currentLink);
   }
 
+  /** Space the releases folder can still take (null when the system cannot tell). */
+  private freeBytes(): Promise<number | null> {
+    return statfs(this.releasesDir).then((s) => s.bavail * s.bsize, () => null);
+  }
+
   private exists(version: string): Promise<boolean> {
     return lstat(path.join(this.releasesDir, version)).then(() => true, () => false);
   }
@@ -87,13 +104,18 @@ export class ReleaseManager {
     if (previous !== null && compareVersions(version, previous) < 0 && !allowDowngrade) {
       return { ok: false, message: `refusing to downgrade from ${previous} to ${version} (an explicit rollback allows it)`, ...base };
     }
+    const needs = manifest.unpackedSize ?? manifest.payload.size;
+    const free = await this.freeBytes();
+    if (free !== null && free < needs) {
+      return { ok: false, message: `not enough disk space on ${this.options.name}: needs ${formatBytes(needs)}, has ${formatBytes(free)}`, ...base };
+    }
     const dir = path.join(this.releasesDir, version);
     const partial = `${dir}.partial`;
     await this.journal({ commandId, version, previous, phase: 'extracting' });
     await rm(partial, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
     try {
-      await extractPayload(packageFile, manifest.payload, partial);
+      await extractPayload(packageFile, { ...manifest.payload, unpackedSize: manifest.unpackedSize }, partial, { maxRatio: this.options.maxUnpackRatio });
       await rename(partial, dir);
     } catch (err) {
       await this.journal(null);

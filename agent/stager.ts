@@ -103,13 +103,16 @@ export class Stager {
     // The container is parsed and the payload hashed as the bytes arrive, so the file is not read
     // again; a download that had to resume was not seen whole and is verified from the file.
     let reader: PackageArchiveReader | null = null;
+    let received = 0;
     try {
       await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), (from) => {
-        reader = from === 0 ? new PackageArchiveReader() : null;
+        // The signed command names the manifest: a package whose manifest differs is refused as
+        // soon as that member has passed, and any byte that cannot belong to a package stops it too.
+        reader = from === 0 ? new PackageArchiveReader({ manifestSha256: command.package.manifestSha256 }) : null;
         const current = reader;
-        // The first byte that cannot belong to the announced package stops the download.
-        return current ? (chunk) => {
-          current.write(chunk);
+        return current ? async (chunk) => {
+          received += chunk.length;
+          if (!current.write(chunk)) await current.drained();
           if (current.done) throw new DownloadStoppedError('the package is refused');
         } : null;
       });
@@ -118,7 +121,7 @@ export class Stager {
       const early = reader as PackageArchiveReader | null;
       if (err instanceof DownloadStoppedError && early) {
         const reason = await early.members.then(() => err, (refusal: unknown) => refusal);
-        this.log.warn('package refused while downloading', { sha256, reason: reason instanceof Error ? reason.message : String(reason) });
+        this.log.warn('package refused while downloading', { sha256, receivedBytes: received, size, reason: reason instanceof Error ? reason.message : String(reason) });
         throw reason;
       }
       throw err;

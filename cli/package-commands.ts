@@ -3,6 +3,7 @@ import { buildPackage } from '../lib/package-builder.js';
 import { verifyPackage } from '../lib/package-verifier.js';
 import { loadTrustStore } from '../lib/trust-store.js';
 import { PackageRejectedError } from '../lib/errors.js';
+import { escapeControl, safeJson } from '../lib/text.js';
 import { UsageError, type CliIo } from './io.js';
 
 export const PACKAGE_HELP = `propagator package build --payload DIR --product NAME --version X.Y.Z --key KEY.pem --chain CHAIN.pem --out FILE
@@ -27,7 +28,8 @@ async function verifyAndPrint(file: string, trustPath: string, io: CliIo): Promi
   try {
     const result = await verifyPackage(file, { trust });
     const { manifest } = result;
-    io.out(JSON.stringify({
+    // Every value here comes from the package: no control character reaches the terminal raw.
+    io.out(safeJson({
       valid: true,
       product: manifest.product,
       version: manifest.version,
@@ -35,14 +37,15 @@ async function verifyAndPrint(file: string, trustPath: string, io: CliIo): Promi
       expires: manifest.expires ?? null,
       minVersion: manifest.minVersion ?? null,
       description: manifest.description ?? null,
+      unpackedSize: manifest.unpackedSize ?? null,
       signer: result.signer.subject,
       chain: result.chain.map((c) => ({ subject: c.subject, issuer: c.issuer, notAfter: c.notAfter, sha256Fingerprint: c.fingerprint })),
       payload: result.payload,
-    }, null, 2));
+    }, 2));
     return 0;
   } catch (err) {
     if (err instanceof PackageRejectedError) {
-      io.err(err.message);
+      io.err(escapeControl(err.message));
       return 1;
     }
     throw err;
@@ -81,7 +84,7 @@ export async function packageBuild(args: string[], io: CliIo): Promise<number> {
     gzip: values.gzip ?? false,
     keyPassphrase: io.env.PROPAGATOR_KEY_PASSPHRASE,
   });
-  for (const warning of result.warnings) io.err(`warning: ${warning}`);
+  for (const warning of result.warnings) io.err(`warning: ${escapeControl(warning)}`);
   const { manifest } = result;
   io.err(`built ${result.file}: ${manifest.product} ${manifest.version}, payload ${manifest.payload.size} bytes, sha256 ${manifest.payload.sha256}`);
   if (values.trust !== undefined) return verifyAndPrint(result.file, values.trust, io);

@@ -1,4 +1,5 @@
 import { ConfigurationError, PropagatorError, ValidationError, errorMessage } from '../lib/errors.js';
+import { escapeControl } from '../lib/text.js';
 import { AGENT_HELP, agentCommand } from './agent-command.js';
 import { CERTS_HELP, certsInit } from './certs-command.js';
 import { DEMO_HELP, demoCommand } from './demo-command.js';
@@ -55,15 +56,17 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (!command) throw new UsageError(`unknown command: ${[first, second].filter(Boolean).join(' ')}`);
     return await command(args, io);
   } catch (err) {
+    // A message may quote a package (a certificate's subject, a member's name): escaped, it
+    // cannot drive the terminal.
     if (isUsageProblem(err)) {
-      io.err(`propagator: ${errorMessage(err)}\nRun "propagator help" for usage.`);
+      io.err(`propagator: ${escapeControl(errorMessage(err))}\nRun "propagator help" for usage.`);
       return 2;
     }
     if (err instanceof ValidationError || err instanceof ConfigurationError) {
-      io.err(`propagator: ${err.message}`);
+      io.err(`propagator: ${escapeControl(err.message)}`);
       return 2;
     }
-    io.err(`propagator: ${err instanceof PropagatorError ? err.message : `unexpected error: ${errorMessage(err)}`}`);
+    io.err(`propagator: ${escapeControl(err instanceof PropagatorError ? err.message : `unexpected error: ${errorMessage(err)}`)}`);
     return 1;
   }
 }

@@ -1,6 +1,7 @@
 import { constants, verify as verifySignature, type KeyObject } from 'node:crypto';
-import { OID_CODE_SIGNING, pemBlocks, readCertificate, type CertificateInfo } from './certificate.js';
+import { ekuName, OID_ANY_EKU, OID_CODE_SIGNING, pemBlocks, readCertificate, type CertificateInfo } from './certificate.js';
 import { corrupt, errorMessage, notSecure } from './errors.js';
+import { escapeControl } from './text.js';
 import type { TrustStore } from './trust-store.js';
 
 export const MAX_CHAIN_CERTIFICATES = 5;
@@ -19,7 +20,7 @@ export function parseSignerPem(bytes: Buffer): CertificateInfo[] {
     try {
       return readCertificate(b.pem);
     } catch (err) {
-      throw corrupt(`signer.pem certificate ${i + 1} cannot be parsed (${errorMessage(err)})`);
+      throw corrupt(`signer.pem certificate ${i + 1} cannot be parsed (${escapeControl(errorMessage(err))})`);
     }
   });
 }
@@ -87,6 +88,14 @@ function checkIssuers(chain: CertificateInfo[]): void {
     if (issuer.keyUsage && !issuer.keyUsage.has('keyCertSign')) {
       throw notSecure(`${role(chain, i)} is not allowed to sign certificates (no keyCertSign key usage)`);
     }
+    // An issuer's extended key usage bounds what it may vouch for (as browsers and Windows read
+    // it): a CA kept to serverAuth must not make code signers. The trust store's roots included:
+    // a root that says it is for TLS only is not a code-signing root, whoever put it there.
+    const eku = issuer.extKeyUsage;
+    if (eku && !eku.includes(OID_CODE_SIGNING) && !eku.includes(OID_ANY_EKU)) {
+      const allowed = eku.length > 0 ? `allows only ${eku.map(ekuName).join(', ')}` : 'allows nothing';
+      throw notSecure(`${role(chain, i)} may not vouch for code signing (its extended key usage ${allowed})`);
+    }
     const below = i - 1; // CA certificates between this one and the signer
     if (issuer.basicConstraints.pathLen !== null && below > issuer.basicConstraints.pathLen) {
       throw notSecure(`${role(chain, i)} allows ${issuer.basicConstraints.pathLen} intermediate CAs below it, the chain has ${below}`);
@@ -102,6 +111,9 @@ function checkIssuers(chain: CertificateInfo[]): void {
 }
 
 function checkSignerUsage(signer: CertificateInfo): void {
+  if (signer.basicConstraints?.ca) {
+    throw notSecure('the signer certificate is a CA certificate (basicConstraints CA:true); sign with an end-entity code-signing certificate');
+  }
   if (signer.keyUsage && !signer.keyUsage.has('digitalSignature')) {
     throw notSecure('the signer certificate does not allow digitalSignature (key usage)');
   }

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
+import { escapeControl } from './text.js';
 
 /**
  * One X.509 certificate with the facts the chain rules need.
@@ -25,6 +26,20 @@ export interface CertificateInfo {
 
 export const OID_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
 export const OID_ANY_EKU = '2.5.29.37.0';
+const EKU_NAMES: Record<string, string> = {
+  '1.3.6.1.5.5.7.3.1': 'serverAuth',
+  '1.3.6.1.5.5.7.3.2': 'clientAuth',
+  [OID_CODE_SIGNING]: 'codeSigning',
+  '1.3.6.1.5.5.7.3.4': 'emailProtection',
+  '1.3.6.1.5.5.7.3.8': 'timeStamping',
+  '1.3.6.1.5.5.7.3.9': 'OCSPSigning',
+  [OID_ANY_EKU]: 'anyExtendedKeyUsage',
+};
+
+/** An extended key usage by its usual name ("serverAuth"), or its OID when it has none. */
+export function ekuName(oid: string): string {
+  return EKU_NAMES[oid] ?? oid;
+}
 const OID_BASIC_CONSTRAINTS = '2.5.29.19';
 const OID_KEY_USAGE = '2.5.29.15';
 const OID_EXT_KEY_USAGE = '2.5.29.37';
@@ -140,9 +155,12 @@ function readExtensions(tbs: Asn1[]): Pick<CertificateInfo, 'basicConstraints' |
   return result;
 }
 
-/** "C=FR\nO=Acme\nCN=Signer" as Node prints it, on one line. */
+/**
+ * "C=FR\nO=Acme\nCN=Signer" as Node prints it, on one line. Node escapes C0 controls in names
+ * but not C1 or bidirectional ones: escaped here, a subject is safe in every message and log.
+ */
 export function oneLineName(name: string): string {
-  return name.split('\n').join(', ');
+  return escapeControl(name.split('\n').join(', '));
 }
 
 /** Parses one PEM or DER certificate; throws a plain Error with a short reason when it cannot. */

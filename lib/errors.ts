@@ -43,6 +43,14 @@ export class PackageRejectedError extends PropagatorError {
   }
 }
 
+/**
+ * The master served another package than the one it announced: not a damaged file but a
+ * substitution, which the agent reports as such.
+ */
+export class PackageMismatchError extends PropagatorError {
+  override name = 'PackageMismatchError';
+}
+
 export function corrupt(reason: string): PackageRejectedError {
   return new PackageRejectedError('corrupt', reason);
 }

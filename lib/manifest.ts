@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { corrupt } from './errors.js';
+import { escapeControl } from './text.js';
 import { isValidVersion } from './version.js';
 
 /** What manifest.json states, as format 1 defines it (../shared/package-format.md). */
@@ -11,6 +12,8 @@ export interface Manifest {
   expires?: string;
   minVersion?: string;
   description?: string;
+  /** The total size of the payload's regular files once unpacked (a format 1 extension). */
+  unpackedSize?: number;
   payload: { path: 'payload.tar.gz'; size: number; sha256: string };
 }
 
@@ -35,6 +38,10 @@ const instant = (field: string) =>
   pattern(field, 'an ISO 8601 date and time', (v) => INSTANT_PATTERN.test(v) && !Number.isNaN(Date.parse(v)));
 const version = (field: string) =>
   pattern(field, '1 to 4 dot-separated numbers (e.g. 6.1.2)', isValidVersion);
+const byteCount = (field: string) => {
+  const what = rule(field, 'a whole number of bytes');
+  return z.number(what).int(what).min(0, what).max(Number.MAX_SAFE_INTEGER, what);
+};
 
 const manifestSchema = z.object(
   {
@@ -45,10 +52,11 @@ const manifestSchema = z.object(
     expires: instant('expires').optional(),
     minVersion: version('minVersion').optional(),
     description: z.string(rule('description', 'a string')).max(4096, rule('description', 'at most 4096 characters')).optional(),
+    unpackedSize: byteCount('unpackedSize').optional(),
     payload: z.object(
       {
         path: z.literal(PAYLOAD_MEMBER, rule('payload.path', `"${PAYLOAD_MEMBER}"`)),
-        size: z.number(rule('payload.size', 'a whole number of bytes')).int(rule('payload.size', 'a whole number of bytes')).min(0, rule('payload.size', 'a whole number of bytes')).max(Number.MAX_SAFE_INTEGER, rule('payload.size', 'a whole number of bytes')),
+        size: byteCount('payload.size'),
         sha256: pattern('payload.sha256', '64 lowercase hexadecimal digits', (v) => SHA256_PATTERN.test(v)),
       },
       rule('payload', 'an object with path, size and sha256'),
@@ -69,7 +77,8 @@ export function parseManifest(bytes: Buffer): Manifest {
   try {
     data = JSON.parse(text);
   } catch (err) {
-    throw corrupt(`manifest.json is not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+    // V8 quotes the text around the error: escaped, like every text from a package.
+    throw corrupt(`manifest.json is not valid JSON (${escapeControl(err instanceof Error ? err.message : String(err))})`);
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw corrupt('manifest.json is not a JSON object');

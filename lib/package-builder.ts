@@ -3,7 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { create as createTar } from 'tar';
+import { create as createTar, type WriteEntry } from 'tar';
 import { OID_CODE_SIGNING, type CertificateInfo } from './certificate.js';
 import { parseSignerPem } from './cert-chain.js';
 import { ValidationError, errorMessage, PackageRejectedError } from './errors.js';
@@ -73,11 +73,18 @@ function chainWarnings(signer: CertificateInfo, now: Date): string[] {
   return warnings;
 }
 
-/** Writes the payload tarball while hashing it, so it is read from disk once. */
-async function writePayload(payloadDir: string, dest: string): Promise<{ size: number; sha256: string }> {
+/**
+ * Writes the payload tarball while hashing it, so it is read from disk once, and sums what the
+ * regular files hold: the unpackedSize agents check free disk and the unpack limit against.
+ */
+async function writePayload(payloadDir: string, dest: string): Promise<{ size: number; sha256: string; unpackedSize: number }> {
   const tap = hashingTap();
-  await pipeline(createTar({ cwd: payloadDir, gzip: true, portable: true }, ['.']), tap.stream, createWriteStream(dest));
-  return tap.result();
+  let unpackedSize = 0;
+  const onWriteEntry = (entry: WriteEntry) => {
+    if (entry.type === 'File') unpackedSize += entry.stat?.size ?? 0;
+  };
+  await pipeline(createTar({ cwd: payloadDir, gzip: true, portable: true, onWriteEntry }, ['.']), tap.stream, createWriteStream(dest));
+  return { ...tap.result(), unpackedSize };
 }
 
 const withoutMillis = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
@@ -105,6 +112,7 @@ export async function buildPackage(options: BuildOptions): Promise<BuildResult> 
     ...(options.expires !== undefined ? { expires: options.expires } : {}),
     ...(options.minVersion !== undefined ? { minVersion: options.minVersion } : {}),
     ...(options.description !== undefined ? { description: options.description } : {}),
+    unpackedSize: 0,
     payload: { path: PAYLOAD_MEMBER, size: 0, sha256: '0'.repeat(64) },
   };
   try {
@@ -121,8 +129,8 @@ export async function buildPackage(options: BuildOptions): Promise<BuildResult> 
   if (!outDir?.isDirectory()) throw new ValidationError(`output folder ${path.dirname(outFile)} does not exist`);
   const work = await mkdtemp(path.join(path.dirname(outFile), `.${path.basename(outFile)}.build-`));
   try {
-    const payload = await writePayload(options.payloadDir, path.join(work, PAYLOAD_MEMBER));
-    const manifest: Manifest = { ...draft, payload: { path: PAYLOAD_MEMBER, ...payload } };
+    const { unpackedSize, ...payload } = await writePayload(options.payloadDir, path.join(work, PAYLOAD_MEMBER));
+    const manifest: Manifest = { ...draft, unpackedSize, payload: { path: PAYLOAD_MEMBER, ...payload } };
     const manifestBytes = serializeManifest(manifest);
     await writeFile(path.join(work, 'manifest.json'), manifestBytes);
     // RSA: PKCS#1 v1.5; EC: DER-encoded ECDSA. Both are what `openssl dgst -sha256 -sign` writes.

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { CertificateInfo } from './certificate.js';
 import { parseSignerPem, signatureMatches, verifyChain } from './cert-chain.js';
 import { corrupt, notSecure } from './errors.js';
@@ -9,11 +8,11 @@ import type { TrustStore } from './trust-store.js';
 /** What a valid package is, as the master stores it and the CLI prints it. */
 export interface VerifiedPackage {
   manifest: Manifest;
+  /** SHA-256 of the exact bytes of manifest.json, hex: what an announcement can name the package by. */
+  manifestSha256: string;
   signer: CertificateSummary;
   chain: CertificateSummary[];
   payload: { size: number; sha256: string };
-  /** SHA-256 of the exact bytes of manifest.json (hex). */
-  manifestSha256: string;
 }
 
 export interface CertificateSummary {
@@ -78,6 +77,5 @@ export async function verifyMembers(read: Promise<PackageMembers>, options: Veri
   if (members.payload.sha256 !== manifest.payload.sha256) {
     throw corrupt('payload checksum does not match the manifest');
   }
-  const manifestSha256 = createHash('sha256').update(members.manifestBytes).digest('hex');
-  return { manifest, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload, manifestSha256 };
+  return { manifest, manifestSha256: members.manifestSha256, signer: summarize(signer), chain: chain.map(summarize), payload: members.payload };
 }

@@ -1,156 +1,54 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { link, lstat, mkdir, realpath, rm, symlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Parser, type ReadEntry } from 'tar';
+import { ArchiveDecoder, DecodeError } from './archive-decoder.js';
 import { corrupt, PackageRejectedError, ValidationError } from './errors.js';
 import { PAYLOAD_MEMBER } from './manifest.js';
-import { memberName, tarReason, unsafeNameReason } from './package-archive.js';
+import { archiveReason, memberName } from './package-archive.js';
+import { PayloadWriter, type ExtractResult, type WriteLimits } from './payload-writer.js';
+import { TarTokenizer } from './tar-stream.js';
 
-export interface ExtractResult {
-  files: number;
-  directories: number;
-  links: number;
-  bytes: number;
+export type { ExtractResult } from './payload-writer.js';
+
+/** The payload as the verified manifest describes it. */
+export interface ExpectedPayload {
+  size: number;
+  sha256: string;
+  /** The manifest's unpackedSize: the total size of the payload's regular files, when declared. */
+  unpackedSize?: number;
 }
 
-interface PendingLink {
-  name: string;
-  dest: string;
-  target: string;
+export interface ExtractLimits {
+  /** Without a declared unpackedSize, the payload may unpack to this many times its size. */
+  maxRatio?: number;
+  /** At most this many payload entries (files, directories, links): each one costs an inode. */
+  maxEntries?: number;
 }
 
-const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+export const DEFAULT_MAX_UNPACK_RATIO = 10;
+export const DEFAULT_MAX_ENTRIES = 100_000;
 
-function isInside(root: string, candidate: string): boolean {
-  const rel = path.relative(root, candidate);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
-
-/** The name a payload entry writes to, relative to the release directory; '' for the root itself. */
-function relativeName(raw: string): string {
-  return path.posix.normalize(memberName(raw)).replace(/\/+$/, '').replace(/^\.$/, '');
-}
-
-/**
- * Follows a symbolic link's target one component at a time, as the kernel would, and tells
- * whether it stays inside root. A lexical check alone is not enough: a target such as
- * "s/../../x" climbs out when "s" is itself a link pointing somewhere deeper.
- */
-async function staysInside(rootReal: string, linkDir: string, target: string): Promise<boolean> {
-  let current = await realpath(linkDir);
-  for (const part of target.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      current = path.dirname(current);
-      if (!isInside(rootReal, current)) return false;
-      continue;
-    }
-    const next = path.join(current, part);
-    const info = await lstat(next).catch(() => null);
-    if (!info) return true; // dangling from here on: the kernel cannot resolve further either
-    if (info.isSymbolicLink()) {
-      const resolved = await realpath(next).catch(() => null);
-      if (!resolved || !isInside(rootReal, resolved)) return false;
-      current = resolved;
-    } else {
-      current = next;
-    }
-  }
-  return isInside(rootReal, current);
-}
-
-class PayloadWriter {
-  readonly result: ExtractResult = { files: 0, directories: 0, links: 0, bytes: 0 };
-  private readonly symlinks: PendingLink[] = [];
-  private readonly hardlinks: PendingLink[] = [];
-
-  constructor(private readonly root: string) {}
-
-  /** Rejects an entry before anything is written for it. */
-  check(entry: ReadEntry): string | null {
-    const unsafe = unsafeNameReason(entry.path);
-    if (unsafe) return unsafe;
-    if (entry.type === 'SymbolicLink') {
-      const target = entry.linkpath ?? '';
-      if (target === '' || target.startsWith('/')) return `is a link to an absolute path (${target || 'empty'})`;
-      const name = relativeName(entry.path);
-      const resolved = path.resolve(this.root, path.dirname(name), target);
-      if (!isInside(this.root, resolved)) return `is a link pointing outside the release directory (${target})`;
-      return null;
-    }
-    if (entry.type === 'Link') return unsafeNameReason(entry.linkpath ?? '') ? `is a hard link to an unsafe name (${entry.linkpath})` : null;
-    if (entry.type === 'Directory' || FILE_TYPES.has(entry.type)) return null;
-    return `is a ${entry.type === 'CharacterDevice' || entry.type === 'BlockDevice' ? 'device' : `special file (${entry.type})`}`;
-  }
-
-  async write(entry: ReadEntry): Promise<void> {
-    const name = relativeName(entry.path);
-    const dest = path.join(this.root, name);
-    if (entry.type === 'Directory') {
-      entry.resume();
-      if (name !== '') await mkdir(dest, { recursive: true, mode: ((entry.mode ?? 0o755) & 0o777) | 0o700 });
-      this.result.directories++;
-      return;
-    }
-    if (name === '') throw corrupt(`payload member "${entry.path}" has no name`);
-    if (entry.type === 'SymbolicLink' || entry.type === 'Link') {
-      entry.resume();
-      const list = entry.type === 'SymbolicLink' ? this.symlinks : this.hardlinks;
-      list.push({ name, dest, target: entry.linkpath ?? '' });
-      return;
-    }
-    await mkdir(path.dirname(dest), { recursive: true });
-    // 'wx' (O_EXCL) refuses an existing name, so a duplicate member cannot overwrite a file;
-    // the mask drops setuid/setgid bits a package has no business setting.
-    const out = createWriteStream(dest, { flags: 'wx', mode: (entry.mode ?? 0o644) & 0o777 });
-    await new Promise<void>((resolve, reject) => {
-      out.on('error', (err: NodeJS.ErrnoException) => {
-        entry.unpipe(out);
-        entry.resume();
-        reject(err.code === 'EEXIST' ? corrupt(`payload member "${name}" appears twice`) : err);
-      });
-      out.on('close', resolve);
-      entry.pipe(out);
-    });
-    this.result.bytes += out.bytesWritten;
-    this.result.files++;
-  }
-
-  /** Links last, so no file is ever written through one. */
-  async finish(): Promise<void> {
-    for (const hard of this.hardlinks) {
-      const source = path.join(this.root, relativeName(hard.target));
-      const info = await lstat(source).catch(() => null);
-      if (!info?.isFile()) throw corrupt(`payload member "${hard.name}" is a hard link to "${hard.target}", which is not a file of the payload`);
-      await link(source, hard.dest);
-      this.result.links++;
-    }
-    for (const soft of this.symlinks) {
-      await mkdir(path.dirname(soft.dest), { recursive: true });
-      await symlink(soft.target, soft.dest).catch((err: NodeJS.ErrnoException) => {
-        throw err.code === 'EEXIST' ? corrupt(`payload member "${soft.name}" appears twice`) : err;
-      });
-      this.result.links++;
-    }
-    const rootReal = await realpath(this.root);
-    for (const soft of this.symlinks) {
-      if (!(await staysInside(rootReal, path.dirname(soft.dest), soft.target))) {
-        throw corrupt(`payload member "${soft.name}" is a link pointing outside the release directory (${soft.target})`);
-      }
-    }
-  }
+/** How many bytes of files a payload may unpack to, and why, for the message when it does not. */
+export function unpackLimit(payload: ExpectedPayload, maxRatio = DEFAULT_MAX_UNPACK_RATIO): { maxBytes: number; basis: string } {
+  if (payload.unpackedSize !== undefined) return { maxBytes: payload.unpackedSize, basis: ' (its declared unpackedSize)' };
+  return {
+    maxBytes: Math.floor(maxRatio * payload.size),
+    basis: `, ${maxRatio} times its compressed size; the manifest declares no unpackedSize`,
+  };
 }
 
 /**
  * Extracts the payload of a package into a new release directory, re-hashing it on the way so a
  * file swapped after verification is caught. The directory must not exist yet; on any failure
- * it is removed whole, so no half-written release is left behind.
+ * (a limit passed, a hostile entry, a checksum) it is removed whole, so no half-written release
+ * is left behind. Memory does not grow with the payload: every stage waits for the disk.
  */
 export async function extractPayload(
   packageFile: string,
-  expected: { size: number; sha256: string },
+  expected: ExpectedPayload,
   releaseDir: string,
+  limits: ExtractLimits = {},
 ): Promise<ExtractResult> {
   const root = path.resolve(releaseDir);
   await mkdir(path.dirname(root), { recursive: true });
@@ -160,8 +58,9 @@ export async function extractPayload(
     const code = (err as NodeJS.ErrnoException).code;
     throw new ValidationError(code === 'EEXIST' ? `release directory ${root} already exists` : `cannot create ${root}: ${code}`);
   }
+  const writeLimits: WriteLimits = { ...unpackLimit(expected, limits.maxRatio), maxEntries: limits.maxEntries ?? DEFAULT_MAX_ENTRIES };
+  const writer = new PayloadWriter(root, writeLimits);
   try {
-    const writer = new PayloadWriter(root);
     const measured = await streamPayload(packageFile, writer);
     if (measured.size !== expected.size || measured.sha256 !== expected.sha256) {
       throw corrupt('payload checksum does not match the manifest (the package file changed after it was verified)');
@@ -169,72 +68,71 @@ export async function extractPayload(
     await writer.finish();
     return writer.result;
   } catch (err) {
+    await writer.abort();
     await rm(root, { recursive: true, force: true });
     throw err;
   }
 }
 
-function streamPayload(packageFile: string, writer: PayloadWriter): Promise<{ size: number; sha256: string }> {
-  return new Promise((resolve, reject) => {
-    const input = createReadStream(packageFile, { highWaterMark: 1024 * 1024 });
-    const outer = new Parser({ strict: true });
-    const inner = new Parser({ strict: true });
-    const hash = createHash('sha256');
-    let size = 0;
-    let found = false;
-    let innerEntries = 0;
-    let queue: Promise<void> = Promise.resolve();
-    let failure: Error | undefined;
-
-    const fail = (err: Error) => {
-      if (failure) return;
-      failure = err;
-      input.destroy();
-      reject(err);
-    };
-
-    outer.on('entry', (entry: ReadEntry) => {
-      if (failure || found || memberName(entry.path) !== PAYLOAD_MEMBER) return entry.resume();
-      found = true;
-      // One consumer for both jobs: a Minipass entry hands buffered data to its first consumer only.
-      entry.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        size += chunk.length;
-        if (!inner.write(chunk)) entry.pause();
-      });
-      inner.on('drain', () => entry.resume());
-      entry.on('end', () => inner.end());
-    });
-    outer.on('error', (err: Error) => fail(corrupt(tarReason(err, 1))));
-    outer.on('end', () => {
-      if (!found) fail(corrupt(`the package has no ${PAYLOAD_MEMBER}`));
-    });
-
-    inner.on('entry', (entry: ReadEntry) => {
-      innerEntries++;
-      if (failure) return entry.resume();
-      const reason = writer.check(entry);
-      if (reason) {
-        entry.resume();
-        return fail(corrupt(`payload member "${entry.path}" ${reason}`));
+/** Reads the container, hashes the payload member and hands its tar to the writer. */
+async function streamPayload(packageFile: string, writer: PayloadWriter): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  let found = false;
+  let inPayload = false;
+  const payload = new ArchiveDecoder((chunk) => writer.write(chunk));
+  // Errors of the payload's gzip layer name the payload; the writer's own are already worded.
+  const payloadFailure = (err: unknown) => (err instanceof DecodeError ? corrupt(`payload: ${archiveReason(err, 1)}`) : err);
+  const outer = new TarTokenizer();
+  const outerFailure = (reason: string) => corrupt(archiveReason(new Error(reason), outer.headers));
+  const container = new ArchiveDecoder(async (chunk) => {
+    for (const event of outer.write(chunk)) {
+      if (event.kind === 'error') throw outerFailure(event.reason);
+      if (event.kind === 'entry') {
+        inPayload = !found && memberName(event.entry.path) === PAYLOAD_MEMBER;
+        found ||= inPayload;
+      } else if (event.kind === 'entryEnd') {
+        inPayload = false;
+      } else if (inPayload) {
+        hash.update(event.chunk);
+        size += event.chunk.length;
+        await Promise.resolve(payload.write(event.chunk)).catch((err: unknown) => {
+          throw payloadFailure(err);
+        });
       }
-      queue = queue.then(async () => {
-        if (failure) entry.resume();
-        else await writer.write(entry);
-      });
-      queue.catch((err: Error) => {
-        entry.resume();
-        fail(err);
-      });
-    });
-    inner.on('error', (err: Error) => fail(err instanceof PackageRejectedError ? err : corrupt(`payload: ${tarReason(err, innerEntries)}`)));
-    inner.on('end', () => {
-      queue.then(() => {
-        if (failure) return;
-        resolve({ size, sha256: hash.digest('hex') });
-      }, () => undefined);
-    });
-    input.on('error', (err: NodeJS.ErrnoException) => fail(new ValidationError(`cannot read the package file ${packageFile}: ${err.code ?? err.message}`)));
-    input.pipe(outer);
+    }
   });
+
+  const fail = (err: unknown): Error => {
+    if (err instanceof PackageRejectedError || err instanceof ValidationError) return err;
+    if (err instanceof DecodeError) return corrupt(archiveReason(err, outer.headers));
+    return err as Error;
+  };
+  try {
+    const input = createReadStream(packageFile, { highWaterMark: 1024 * 1024 });
+    const chunks = input[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const next = await chunks.next().catch((err: NodeJS.ErrnoException) => {
+          throw new ValidationError(`cannot read the package file ${packageFile}: ${err.code ?? err.message}`);
+        });
+        if (next.done) break;
+        await container.write(next.value as Buffer);
+      }
+    } finally {
+      input.destroy();
+    }
+    await container.end();
+    for (const event of outer.end()) if (event.kind === 'error') throw outerFailure(event.reason);
+    if (!found) throw corrupt(`the package has no ${PAYLOAD_MEMBER}`);
+    await Promise.resolve(payload.end()).catch((err: unknown) => {
+      throw payloadFailure(err);
+    });
+    await writer.end();
+  } catch (err) {
+    payload.abort(err as Error);
+    container.abort(err as Error);
+    throw fail(err);
+  }
+  return { size, sha256: hash.digest('hex') };
 }

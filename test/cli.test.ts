@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { makePackage } from './helpers/openssl-package.js';
+import { makePackage, MEMBERS, packStage, signStage, stagePackage } from './helpers/openssl-package.js';
 import { must, propagator, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -74,8 +74,10 @@ describe('propagator package build', () => {
     await opensslAccepts(out, path.join(devCerts, 'trusted', 'dev-root-ca.pem'));
     const verified = await propagator(['package', 'verify', out, '--trust', path.join(devCerts, 'trusted')]);
     assert.equal(verified.code, 0, verified.stderr);
-    const summary = JSON.parse(verified.stdout) as { product: string; version: string; signer: string; chain: unknown[]; payload: { size: number; sha256: string } };
+    const summary = JSON.parse(verified.stdout) as { product: string; version: string; signer: string; chain: unknown[]; unpackedSize: number; payload: { size: number; sha256: string } };
     assert.equal(summary.product, 'watchdoc');
+    // The builder declares what the payload's files hold: watchdoc.conf and hooks/health.
+    assert.equal(summary.unpackedSize, 'release=6.2.0\n'.length + '#!/bin/sh\nexit 0\n'.length);
     assert.equal(summary.version, '6.2.0');
     assert.match(summary.signer, /^CN=Propagator Development Publisher/);
     assert.equal(summary.chain.length, 2);
@@ -192,5 +194,57 @@ describe('propagator package verify', () => {
     const usage = await propagator(['help']);
     assert.equal(usage.code, 0);
     assert.match(usage.stdout, /propagator package build --payload DIR/);
+  });
+});
+
+describe('text from a package never drives the terminal', () => {
+  // Any control character but the newline that ends a line, C1 controls and the bidirectional ones.
+  // eslint-disable-next-line no-control-regex
+  const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+  const HOSTILE = '\u001b[2J\u001b[31mred\u009b2J\u202eevil';
+  const ESCAPED = '\\u001b[2J\\u001b[31mred\\u009b2J\\u202eevil';
+
+  const verify = async (file: string) => {
+    const result = await propagator(['package', 'verify', file, '--trust', pki.root]);
+    assert.doesNotMatch(result.stdout, RAW);
+    assert.doesNotMatch(result.stderr, RAW);
+    return result;
+  };
+
+  it('escapes a member name made of terminal sequences', async () => {
+    const stage = await stagePackage(path.join(work, 'esc-member.stage'), { publisher: pki.good.rsa, payloadDir });
+    await writeFile(path.join(stage, HOSTILE), 'hidden');
+    const file = await packStage(stage, path.join(work, 'esc-member.pkg'), { members: [...MEMBERS, HOSTILE] });
+    const result = await verify(file);
+    assert.equal(result.code, 1);
+    assert.equal(result.stderr, `This update package is corrupt: unexpected member "${ESCAPED}" (a package holds only manifest.json, manifest.sig, signer.pem, payload.tar.gz)\n`);
+  });
+
+  it('prints a hostile description as valid JSON with escapes, the same text once parsed', async () => {
+    const description = `Monthly fixes ${HOSTILE} \u007f\u2066end`;
+    const file = await makePackage(work, 'esc-description', { publisher: pki.good.rsa, payloadDir, editManifest: (m) => ({ ...m, description }) });
+    const result = await verify(file);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(result.stdout.includes('"description": "Monthly fixes \\u001b[2J\\u001b[31mred\\u009b2J\\u202eevil \\u007f\\u2066end"'), result.stdout);
+    assert.equal((JSON.parse(result.stdout) as { description: string }).description, description);
+  });
+
+  it('escapes a certificate subject and a manifest that is not JSON', async () => {
+    const key = path.join(work, 'esc-signer.key');
+    const cert = path.join(work, 'esc-signer.pem');
+    await must('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '30', '-utf8', '-subj', `/CN=Publisher ${HOSTILE}`]);
+    const insecure = await verify(await makePackage(work, 'esc-subject', { publisher: { key, chain: cert }, payloadDir }));
+    assert.equal(insecure.code, 1);
+    // node writes ESC in a name as \1B itself; the C1 and bidirectional controls are escaped here
+    assert.equal(insecure.stderr, 'This update package is not secure: the signer certificate "CN=Publisher \\1B[2J\\1B[31mred\\u009b2J\\u202eevil" is self-signed and not in the trust store\n');
+
+    const stage = await stagePackage(path.join(work, 'esc-json.stage'), { publisher: pki.good.rsa, payloadDir });
+    await writeFile(path.join(stage, 'manifest.json'), '[\u001b[2J\u009b\u202e]');
+    await signStage(stage, pki.good.rsa.key);
+    const notJson = await verify(await packStage(stage, path.join(work, 'esc-json.pkg')));
+    assert.equal(notJson.code, 1);
+    // V8 quotes the text it could not parse
+    assert.equal(notJson.stderr, `This update package is corrupt: manifest.json is not valid JSON (Unexpected token '\\u001b', "[\\u001b[2J\\u009b\\u202e]" is not valid JSON)\n`);
   });
 });

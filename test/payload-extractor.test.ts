@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { access, lstat, mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { access, lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { PackageRejectedError, ValidationError } from '../lib/errors.js';
-import { extractPayload } from '../lib/payload-extractor.js';
+import { extractPayload, type ExtractLimits } from '../lib/payload-extractor.js';
 import { verifyPackage } from '../lib/package-verifier.js';
 import { loadTrustStore, type TrustStore } from '../lib/trust-store.js';
 import { craftTar, makePackage, type CraftEntry } from './helpers/openssl-package.js';
@@ -26,24 +27,25 @@ after(() => cleanup());
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 /** A valid, signed package whose payload is the crafted tar.gz. */
-async function packageWith(entries: CraftEntry[]): Promise<string> {
+async function packageWith(entries: CraftEntry[], unpackedSize?: number): Promise<string> {
   const id = `x${++counter}`;
   const payloadFile = await craftTar(path.join(work, `${id}.payload.tar.gz`), entries, true);
-  return makePackage(work, id, { publisher: pki.good.rsa, payloadFile });
+  const editManifest = unpackedSize === undefined ? undefined : (m: Record<string, unknown>) => ({ ...m, unpackedSize });
+  return makePackage(work, id, { publisher: pki.good.rsa, payloadFile, editManifest });
 }
 
-async function extract(file: string): Promise<{ dir: string; result?: Awaited<ReturnType<typeof extractPayload>>; error?: Error }> {
+async function extract(file: string, limits: ExtractLimits = {}): Promise<{ dir: string; result?: Awaited<ReturnType<typeof extractPayload>>; error?: Error }> {
   const verified = await verifyPackage(file, { trust });
   const dir = path.join(work, 'releases', `r${++counter}`);
   try {
-    return { dir, result: await extractPayload(file, verified.payload, dir) };
+    return { dir, result: await extractPayload(file, { ...verified.payload, unpackedSize: verified.manifest.unpackedSize }, dir, limits) };
   } catch (err) {
     return { dir, error: err as Error };
   }
 }
 
-async function refused(entries: CraftEntry[], message: string | RegExp): Promise<void> {
-  const { dir, error } = await extract(await packageWith(entries));
+async function refused(entries: CraftEntry[], message: string | RegExp, options: { unpackedSize?: number; limits?: ExtractLimits } = {}): Promise<void> {
+  const { dir, error } = await extract(await packageWith(entries, options.unpackedSize), options.limits);
   assert.ok(error instanceof PackageRejectedError, `expected a rejection, got ${String(error)}`);
   if (typeof message === 'string') assert.equal(error.message, message);
   else assert.match(error.message, message);
@@ -127,6 +129,58 @@ describe('payload extraction', () => {
       message: 'This update package is corrupt: payload checksum does not match the manifest (the package file changed after it was verified)',
     });
     assert.equal(await exists(dir), false);
+  });
+
+  it('refuses a payload that unpacks to more than 10 times its size, stopping at the first file too large', async () => {
+    const bomb: CraftEntry[] = [{ name: 'small.txt', content: 'fine' }, { name: 'zeros.bin', content: 'a'.repeat(8 * 1024 * 1024) }];
+    const file = await packageWith(bomb);
+    const { size } = (await verifyPackage(file, { trust })).payload;
+    const releases = path.join(work, 'releases');
+    await mkdir(releases, { recursive: true });
+    const before = await readdir(releases);
+    const { dir, error } = await extract(file);
+    assert.equal(error?.message, `This update package is corrupt: the payload unpacks to more than ${10 * size} bytes, 10 times its compressed size; the manifest declares no unpackedSize`);
+    assert.equal(await exists(dir), false, 'nothing is left of the release');
+    assert.deepEqual(await readdir(releases), before);
+    // An administrator who expects such payloads raises the ratio.
+    const raised = await extract(file, { maxRatio: 10_000 });
+    assert.equal(raised.error, undefined);
+    assert.equal(raised.result?.bytes, 4 + 8 * 1024 * 1024);
+  });
+
+  it('holds a payload to its declared unpackedSize', async () => {
+    const entries: CraftEntry[] = [{ name: 'a.txt', content: 'x'.repeat(600) }, { name: 'b.txt', content: 'y'.repeat(600) }];
+    await refused(entries, 'This update package is corrupt: the payload unpacks to more than 1000 bytes (its declared unpackedSize)', { unpackedSize: 1000 });
+    const exact = await extract(await packageWith(entries, 1200));
+    assert.equal(exact.result?.bytes, 1200);
+    // Declared, the size wins over the ratio: a payload of repeated bytes unpacks far beyond 10 times.
+    const declared = await extract(await packageWith([{ name: 'big.txt', content: 'z'.repeat(1024 * 1024) }], 1024 * 1024));
+    assert.equal(declared.result?.bytes, 1024 * 1024);
+  });
+
+  it('refuses a payload with more entries than allowed, so inodes cannot run out either', async () => {
+    const many: CraftEntry[] = Array.from({ length: 6 }, (_, i) => ({ name: `f${i}`, content: '' }));
+    await refused(many, 'This update package is corrupt: the payload holds more than 5 entries', { limits: { maxEntries: 5 } });
+    assert.equal((await extract(await packageWith(many.slice(0, 5)), { maxEntries: 5 })).result?.files, 5);
+  });
+
+  it('refuses data after the end of the payload\'s archive', async () => {
+    const id = `x${++counter}`;
+    const inner = await craftTar(path.join(work, `${id}.inner.tar`), [{ name: 'a.txt', content: 'one' }]);
+    const hidden = await craftTar(path.join(work, `${id}.hidden.tar`), [{ name: 'hooks/apply', content: '#!/bin/sh\nexit 0\n', mode: 0o755 }]);
+    const payloadFile = path.join(work, `${id}.payload.tar.gz`);
+    await writeFile(payloadFile, gzipSync(Buffer.concat([await readFile(inner), await readFile(hidden)])));
+    const { dir, error } = await extract(await makePackage(work, id, { publisher: pki.good.rsa, payloadFile }));
+    assert.equal(error?.message, 'This update package is corrupt: payload: data after the end of the archive');
+    assert.equal(await exists(dir), false);
+  });
+
+  it('refuses an entry that only one tar reader would see', async () => {
+    // python reads the block after a link as the next header; node-tar skipped it as the link's data
+    await refused([{ name: 'l', type: 'symlink', linkname: 'target', size: 100 }, { name: 'after', content: 'x' }],
+      'This update package is corrupt: payload: member "l" (SymbolicLink) claims 100 bytes of data, which only a file may have');
+    await refused([{ name: 'a', content: 'x', pax: { comment: 'c'.repeat(70_000) } }],
+      'This update package is corrupt: payload: an extended header of 70015 bytes (at most 65536)');
   });
 
   it('refuses to reuse an existing release directory', async () => {

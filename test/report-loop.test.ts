@@ -43,7 +43,7 @@ async function setup(name: string, overrides: { mailboxSessionsPerMinute?: numbe
   await mkdir(data, { recursive: true });
   const key = await loadAgentKey(data);
   const client = new MasterClient(masterUrl ?? served.url, null, key, { name, masterFingerprint: null });
-  const releases = new ReleaseManager(data, { product: 'watchdoc', initialVersion: '6.1.0', hookTimeoutMs: 10_000, keep: 3 }, log);
+  const releases = new ReleaseManager(data, { name, product: 'watchdoc', initialVersion: '6.1.0', hookTimeoutMs: 10_000, keep: 3, maxUnpackRatio: 10 }, log);
   await releases.init();
   const stager = new Stager(data, { product: 'watchdoc', trustPath: pki.root }, client, log);
   await stager.init();

@@ -61,13 +61,4 @@ export function enrollTokenJson(t: EnrollToken) {
   return { id: t.id, name: t.name, createdBy: t.createdBy, createdAt: t.createdAt, expiresAt: t.expiresAt, usedAt: t.usedAt, serverId: t.serverId };
 }
 
-export function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
+export { formatBytes } from '../../lib/bytes.js';

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readPackageArchive } from '../../lib/package-archive.js';
 import { ConflictError, NotFoundError, PackageRejectedError } from '../../lib/errors.js';
 import { verifyPackage } from '../../lib/package-verifier.js';
@@ -140,7 +139,7 @@ export class PackageService {
       }
       if (present && p.manifestSha256 === '') {
         const members = await readPackageArchive(store.pathFor(p.sha256)).catch(() => null);
-        if (members) await packages.setManifestSha256(p.id, createHash('sha256').update(members.manifestBytes).digest('hex'));
+        if (members) await packages.setManifestSha256(p.id, members.manifestSha256);
       }
     }
     const summary = { tempFiles, halfStored: halfStored.length, orphanFiles: orphans.length, missing };

@@ -65,17 +65,21 @@ export async function makePackage(work: string, name: string, options: StageOpti
 
 export interface CraftEntry {
   name: string;
-  type?: 'file' | 'dir' | 'symlink' | 'hardlink' | 'chardev' | 'fifo';
+  type?: 'file' | 'dir' | 'symlink' | 'hardlink' | 'chardev' | 'fifo' | 'volume';
   content?: string;
   linkname?: string;
   mode?: number;
+  /** The size the header claims, whatever follows it (the content's length by default). */
+  size?: number;
+  /** pax records written before the entry. */
+  pax?: Record<string, string>;
 }
 
 const CRAFT = `
 import io, json, sys, tarfile
 spec = json.load(sys.stdin)
 types = {'file': tarfile.REGTYPE, 'dir': tarfile.DIRTYPE, 'symlink': tarfile.SYMTYPE,
-         'hardlink': tarfile.LNKTYPE, 'chardev': tarfile.CHRTYPE, 'fifo': tarfile.FIFOTYPE}
+         'hardlink': tarfile.LNKTYPE, 'chardev': tarfile.CHRTYPE, 'fifo': tarfile.FIFOTYPE, 'volume': b'V'}
 with tarfile.open(spec['out'], 'w:gz' if spec['gzip'] else 'w', format=tarfile.PAX_FORMAT) as tar:
     for e in spec['entries']:
         info = tarfile.TarInfo(e['name'])
@@ -83,7 +87,8 @@ with tarfile.open(spec['out'], 'w:gz' if spec['gzip'] else 'w', format=tarfile.P
         info.mode = e.get('mode', 0o644)
         info.linkname = e.get('linkname', '')
         data = e.get('content', '').encode()
-        info.size = len(data) if info.type == tarfile.REGTYPE else 0
+        info.size = e.get('size', len(data) if info.type == tarfile.REGTYPE else 0)
+        info.pax_headers = e.get('pax', {})
         tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
 `;
 

@@ -46,6 +46,26 @@ extendedKeyUsage = serverAuth
 basicConstraints = critical, CA:false
 keyUsage = critical, keyEncipherment
 extendedKeyUsage = codeSigning
+[ v3_ca_tls ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+extendedKeyUsage = serverAuth
+[ v3_ca_tls_client ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+extendedKeyUsage = serverAuth, clientAuth
+[ v3_ca_code ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+extendedKeyUsage = codeSigning
+[ v3_ca_any ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+extendedKeyUsage = anyExtendedKeyUsage
+[ v3_sign_ca ]
+basicConstraints = critical, CA:true
+keyUsage = critical, digitalSignature, keyCertSign
+extendedKeyUsage = codeSigning
 `;
 
 const CA_CONFIG = `[ ca ]
@@ -143,5 +163,67 @@ export async function createTestPki(dir: string): Promise<TestPki> {
       ecP521: await chainOf('ec-p521', 'intermediate'),
       toolong: { key: p('signer.key'), chain: p('toolong-chain.pem') },
     },
+  };
+}
+
+/** Issuers with an extended key usage, a CA used as a signer, and roots with one (EC P-256 keys, quick to make). */
+export interface EkuPki {
+  /** Signers under intermediates whose EKU is serverAuth, serverAuth + clientAuth, codeSigning, anyExtendedKeyUsage. */
+  underTls: Publisher;
+  underTlsClient: Publisher;
+  underCode: Publisher;
+  underAny: Publisher;
+  /** A code-signing certificate with basicConstraints CA:true, under the usual intermediate. */
+  caSigner: Publisher;
+  /** Roots (for a trust store of their own) with EKU serverAuth and codeSigning, each with a signer. */
+  tlsRoot: { root: string; publisher: Publisher };
+  codeRoot: { root: string; publisher: Publisher };
+}
+
+/** Adds the extended key usage cases to a test PKI, made with the openssl CLI like the rest. */
+export async function createEkuPki(pki: TestPki): Promise<EkuPki> {
+  const p = (name: string) => path.join(pki.dir, name);
+  const ext = p('ca/ext.cnf');
+  const key = ['ec', '-pkeyopt', 'ec_paramgen_curve:P-256'];
+  const make = async (name: string, cn: string, extension: string, issuer: string | null) => {
+    if (issuer === null) {
+      await must('openssl', ['req', '-x509', '-newkey', ...key, '-nodes', '-keyout', p(`${name}.key`), '-out', p(`${name}.pem`),
+        '-days', '3650', '-sha256', '-subj', `/CN=${cn}`, '-config', ext, '-extensions', extension]);
+      return;
+    }
+    await must('openssl', ['req', '-newkey', ...key, '-nodes', '-keyout', p(`${name}.key`), '-out', p(`ca/${name}.csr`), '-subj', `/CN=${cn}`]);
+    await must('openssl', ['x509', '-req', '-in', p(`ca/${name}.csr`), '-CA', p(`${issuer}.pem`), '-CAkey', p(`${issuer}.key`),
+      '-set_serial', String(Math.floor(Math.random() * 1e9) + 1), '-out', p(`${name}.pem`), '-days', '825', '-sha256', '-extfile', ext, '-extensions', extension]);
+  };
+  const chain = async (...names: string[]): Promise<Publisher> => {
+    const parts = await Promise.all(names.map((n) => readFile(p(`${n}.pem`), 'utf8')));
+    await writeFile(p(`${names[0]}-chain.pem`), parts.join(''));
+    return { key: p(`${names[0]}.key`), chain: p(`${names[0]}-chain.pem`) };
+  };
+  await Promise.all([
+    make('ca-tls', 'Test TLS-only Intermediate CA', 'v3_ca_tls', 'root'),
+    make('ca-tls-client', 'Test TLS Client Intermediate CA', 'v3_ca_tls_client', 'root'),
+    make('ca-code', 'Test Code-signing Intermediate CA', 'v3_ca_code', 'root'),
+    make('ca-any', 'Test Any-usage Intermediate CA', 'v3_ca_any', 'root'),
+    make('root-tls', 'Test TLS-only Root CA', 'v3_ca_tls', null),
+    make('root-code', 'Test Code-signing Root CA', 'v3_ca_code', null),
+    make('ca-signer', 'Test Publisher that is a CA', 'v3_sign_ca', 'intermediate'),
+  ]);
+  await Promise.all([
+    make('under-tls', 'Test Publisher under TLS CA', 'v3_sign', 'ca-tls'),
+    make('under-tls-client', 'Test Publisher under TLS client CA', 'v3_sign', 'ca-tls-client'),
+    make('under-code', 'Test Publisher under code CA', 'v3_sign', 'ca-code'),
+    make('under-any', 'Test Publisher under any CA', 'v3_sign', 'ca-any'),
+    make('under-root-tls', 'Test Publisher under TLS root', 'v3_sign', 'root-tls'),
+    make('under-root-code', 'Test Publisher under code root', 'v3_sign', 'root-code'),
+  ]);
+  return {
+    underTls: await chain('under-tls', 'ca-tls'),
+    underTlsClient: await chain('under-tls-client', 'ca-tls-client'),
+    underCode: await chain('under-code', 'ca-code'),
+    underAny: await chain('under-any', 'ca-any'),
+    caSigner: await chain('ca-signer', 'intermediate'),
+    tlsRoot: { root: p('root-tls.pem'), publisher: await chain('under-root-tls') },
+    codeRoot: { root: p('root-code.pem'), publisher: await chain('under-root-code') },
   };
 }

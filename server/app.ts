@@ -3,7 +3,8 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import { NotFoundError } from '../lib/errors.js';
 import { PROJECT_ROOT } from '../lib/paths.js';
-import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { hasSessionToken, loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { refuseCrossSite } from './http/cross-site.js';
 import { errorHandler } from './http/error-handler.js';
 import { failureLimiter } from './http/failure-limiter.js';
 import { requestLog } from './http/request-log.js';
@@ -49,6 +50,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));
+  app.use(refuseCrossSite({ log, hasConsoleToken: async (req, res) => hasSessionToken(req, res) }));
   app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null, loginAttemptsPerWindow: config.loginAttemptsPerWindow }));
 
   // Wrong Basic credentials count like failed logins (requests without credentials do not).

@@ -54,19 +54,24 @@ export function requireAdmin(auth: AuthService): RequestHandler {
 }
 
 /** The token a form or script sends back: header, form field or (for multipart forms) query. */
-function sentToken(req: Request): string | undefined {
+export function sentToken(req: Request): string | undefined {
   const body = req.body as Record<string, unknown> | undefined;
   const fromBody = body && typeof body._csrf === 'string' ? body._csrf : undefined;
   const fromQuery = typeof req.query._csrf === 'string' ? req.query._csrf : undefined;
   return req.get('x-csrf-token') ?? fromBody ?? fromQuery;
 }
 
-export function checkCsrf(req: Request, res: Response): void {
+export const CSRF_MESSAGE = 'This form has expired or did not come from this console (CSRF token missing or wrong); reload the page and try again';
+
+/** Whether the request carries its session's CSRF token. */
+export function hasSessionToken(req: Request, res: Response): boolean {
   const expected = res.locals.session?.csrfToken;
   const sent = sentToken(req);
-  if (!expected || !sent || !safeEqual(sent, expected)) {
-    throw new ForbiddenError('This form has expired or did not come from this console (CSRF token missing or wrong); reload the page and try again');
-  }
+  return Boolean(expected && sent && safeEqual(sent, expected));
+}
+
+export function checkCsrf(req: Request, res: Response): void {
+  if (!hasSessionToken(req, res)) throw new ForbiddenError(CSRF_MESSAGE);
 }
 
 /** Cookie-authenticated changes must carry the session's CSRF token; Basic-auth API calls need none. */

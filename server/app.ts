@@ -3,10 +3,9 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import { NotFoundError } from '../lib/errors.js';
 import { PROJECT_ROOT } from '../lib/paths.js';
-import { hasSessionToken, loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { hasConsoleToken, loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
 import { refuseCrossSite } from './http/cross-site.js';
 import { errorHandler } from './http/error-handler.js';
-import { failureLimiter } from './http/failure-limiter.js';
 import { requestLog } from './http/request-log.js';
 import { uploadReceiver } from './http/upload.js';
 import { agentRouter } from './routes/agent-router.js';
@@ -50,16 +49,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));
-  app.use(refuseCrossSite({ log, hasConsoleToken: async (req, res) => hasSessionToken(req, res) }));
-  app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null, loginAttemptsPerWindow: config.loginAttemptsPerWindow }));
-
-  // Wrong Basic credentials count like failed logins (requests without credentials do not).
-  app.use(failureLimiter({
-    windowMs: 15 * 60_000,
-    limit: config.loginAttemptsPerWindow * 3,
-    isFailure: (req, res) => res.statusCode === 401 && Boolean(req.get('authorization')),
-    message: 'Too many failed authentications from this address; wait 15 minutes and try again',
-  }));
+  app.use(refuseCrossSite({ log, hasConsoleToken: hasConsoleToken(services.auth) }));
+  app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null }));
   app.use(requireAdmin(services.auth));
   app.use(requireCsrf);
   app.use('/assets', express.static(path.join(PROJECT_ROOT, 'public'), { index: false, maxAge: '1h' }));

@@ -26,8 +26,10 @@ export interface MasterConfig {
   /** A slave whose last contact is older than this is "late", older than offlineAfterMs "offline". */
   lateAfterMs: number;
   offlineAfterMs: number;
-  /** Failed logins (and failed Basic credentials) allowed per address per 15 minutes. */
+  /** Failed logins allowed per address per 15 minutes (failed Basic credentials: three times as many). */
   loginAttemptsPerWindow: number;
+  /** Failed logins allowed per user name per 15 minutes, all addresses together (known devices exempt). */
+  loginAttemptsPerUser: number;
   /** Mailbox sessions served per minute, all agents together; 0 means no cap. */
   mailboxSessionsPerMinute: number;
   /** Commands pushed to bidirectional agents at once. */
@@ -131,5 +133,6 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     lateAfterMs: 2 * 60_000,
     offlineAfterMs: 10 * 60_000,
     loginAttemptsPerWindow: 10,
+    loginAttemptsPerUser: 50,
   });
 }

@@ -40,8 +40,11 @@ export function createApp(deps: AppDeps): Express {
   app.set('view engine', 'ejs');
 
   app.use(requestLog(log));
+  // Over TLS, browsers must never again reach the console over plain HTTP (no subdomains: the
+  // master's name may have siblings that serve HTTP).
+  const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
   app.use((_req, res, next) => {
-    res.set(SECURITY_HEADERS);
+    res.set(headers);
     next();
   });
   app.use(healthRouter({ db, store }));

@@ -65,7 +65,7 @@ export function requireAdmin(auth: AuthService): RequestHandler {
 }
 
 /** The token a form or script sends back: header, form field or (for multipart forms) query. */
-export function sentToken(req: Request): string | undefined {
+function sentToken(req: Request): string | undefined {
   const body = req.body as Record<string, unknown> | undefined;
   const fromBody = body && typeof body._csrf === 'string' ? body._csrf : undefined;
   const fromQuery = typeof req.query._csrf === 'string' ? req.query._csrf : undefined;
@@ -95,7 +95,10 @@ export function checkCsrf(req: Request, res: Response): void {
   if (!hasSessionToken(req, res)) throw new ForbiddenError(CSRF_MESSAGE);
 }
 
-/** Cookie-authenticated changes must carry the session's CSRF token; Basic-auth API calls need none. */
+/**
+ * Cookie-authenticated changes must carry the session's CSRF token; Basic-auth API calls need none
+ * (a browser's cross-site request never gets here: refuseCrossSite turned it away).
+ */
 export function requireCsrf(req: Request, res: Response, next: NextFunction): void {
   if (['GET', 'HEAD', 'OPTIONS'].includes(req.method) || res.locals.authMethod !== 'session') return next();
   checkCsrf(req, res);

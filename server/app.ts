@@ -3,9 +3,9 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import { NotFoundError } from '../lib/errors.js';
 import { PROJECT_ROOT } from '../lib/paths.js';
-import { loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { hasConsoleToken, loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
+import { refuseCrossSite } from './http/cross-site.js';
 import { errorHandler } from './http/error-handler.js';
-import { failureLimiter } from './http/failure-limiter.js';
 import { requestLog } from './http/request-log.js';
 import { requestTimeouts } from './http/timeouts.js';
 import { uploadReceiver } from './http/upload.js';
@@ -43,8 +43,11 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(requestTimeouts(config.requestTimeoutMs, log));
   app.use(requestLog(log));
+  // Over TLS, browsers must never again reach the console over plain HTTP (no subdomains: the
+  // master's name may have siblings that serve HTTP).
+  const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
   app.use((_req, res, next) => {
-    res.set(SECURITY_HEADERS);
+    res.set(headers);
     next();
   });
   app.use(healthRouter({ db, store }));
@@ -52,15 +55,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));
-  app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null, loginAttemptsPerWindow: config.loginAttemptsPerWindow }));
-
-  // Wrong Basic credentials count like failed logins (requests without credentials do not).
-  app.use(failureLimiter({
-    windowMs: 15 * 60_000,
-    limit: config.loginAttemptsPerWindow * 3,
-    isFailure: (req, res) => res.statusCode === 401 && Boolean(req.get('authorization')),
-    message: 'Too many failed authentications from this address; wait 15 minutes and try again',
-  }));
+  app.use(refuseCrossSite({ log, hasConsoleToken: hasConsoleToken(services.auth) }));
+  app.use(authRouter({ auth: services.auth, log, secureCookies: config.tlsCert !== null }));
   app.use(requireAdmin(services.auth));
   app.use(requireCsrf);
   app.use('/assets', express.static(path.join(PROJECT_ROOT, 'public'), { index: false, maxAge: '1h' }));

@@ -35,8 +35,10 @@ export interface MasterConfig {
   offlineAfterMs: number;
   /** Accept new servers without the administrator (trusted networks only); default off. */
   autoAccept: boolean;
-  /** Failed logins (and failed Basic credentials) allowed per address per 15 minutes. */
+  /** Failed logins allowed per address per 15 minutes (failed Basic credentials: three times as many). */
   loginAttemptsPerWindow: number;
+  /** Failed logins allowed per user name per 15 minutes, all addresses together (known devices exempt). */
+  loginAttemptsPerUser: number;
   /** Mailbox sessions served per minute, all agents together; 0 means no cap. */
   mailboxSessionsPerMinute: number;
   /** Commands pushed to bidirectional agents at once. */
@@ -161,5 +163,6 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     offlineAfterMs: 10 * 60_000,
     loginAttemptsPerWindow: 10,
     autoAccept: flagOn('auto-accept'),
+    loginAttemptsPerUser: 50,
   });
 }

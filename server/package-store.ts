@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, constants } from 'node:fs';
-import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 const SHA256_FILE = /^([0-9a-f]{64})\.pkg$/;
@@ -18,10 +18,12 @@ export class PackageStore {
     this.packagesDir = path.join(dataDir, 'packages');
   }
 
+  /** The data folder and its store, owner-only whatever mode they had (mkdir does not change an existing folder). */
   async init(): Promise<void> {
-    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
-    await mkdir(this.packagesDir, { recursive: true, mode: 0o700 });
+    for (const dir of [this.dataDir, this.tmpDir, this.packagesDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await chmod(dir, 0o700);
+    }
   }
 
   newTempPath(): string {

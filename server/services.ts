@@ -74,7 +74,10 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   const servers = new ServerService(serversRepo, settings, config, log);
   servers.onRemoved = (id) => agents.forget(id);
   return {
-    auth: new AuthService(settingsRepo, new SessionsRepo(db), log),
+    auth: new AuthService(settingsRepo, new SessionsRepo(db), log, {
+      masterKey,
+      limits: { windowMs: 15 * 60_000, loginsPerAddress: config.loginAttemptsPerWindow, basicPerAddress: config.loginAttemptsPerWindow * 3, perUser: config.loginAttemptsPerUser },
+    }),
     admission,
     masterKey,
     settings,

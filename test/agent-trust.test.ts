@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { toAgentCommand } from '../server/services/agent-service.js';
 import { startAgentProcess } from './helpers/agent-process.js';
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
+import { createTestMaster, listenMaster } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { SimulatedAgent } from './helpers/simulated-agent.js';
@@ -195,5 +196,23 @@ describe('strangers on the agent API', () => {
     const stale = await real.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: `${Math.floor(Date.now() / 1000) - 600}.${'a'.repeat(16)}.${'b'.repeat(43)}` }), prove: true });
     assert.deepEqual([stale.status, stale.body], [401, { error: 'The session challenge is stale or was not made by this master; ask for a new one' }]);
     assert.equal((await real.report(undefined)).status, 200, 'the real agent is unaffected');
+  });
+
+  it('get at most 10 enrollment tokens checked per address, however many they send at once', async () => {
+    // A master of its own: this leaves the address locked out of enrollment for the window.
+    const fresh = await createTestMaster(d.pki.root, { enrollToken: TOKEN });
+    const served = await listenMaster(fresh);
+    after(async () => {
+      await served.close();
+      await fresh.cleanup();
+    });
+    const guesses = await Promise.all(Array.from({ length: 300 }, (_, i) => new SimulatedAgent(served.url, `guess-${i}`).enroll(`wrong-token-${String(i).padStart(20, '0')}`)));
+
+    const statuses = guesses.map((g) => g.status);
+    assert.equal(statuses.filter((s) => s === 401).length, 10);
+    assert.equal(fresh.logs.filter((l) => l.includes('"msg":"enrollment refused: wrong token"')).length, 10, 'only 10 tokens were checked');
+    assert.equal(statuses.filter((s) => s === 429).length, 290);
+    assert.deepEqual(guesses.find((g) => g.status === 429)?.body, { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
+    assert.match(guesses.find((g) => g.status === 429)?.headers.get('retry-after') ?? '', /^\d+$/);
   });
 });

@@ -1,3 +1,4 @@
+import { chmod } from 'node:fs/promises';
 import sqlite3 from 'sqlite3';
 import { Mutex } from '../../lib/mutex.js';
 import { MIGRATIONS } from './migrations.js';
@@ -39,6 +40,19 @@ function raw(db: sqlite3.Database): Queryable {
 }
 
 /**
+ * The database holds password and token hashes: owner-only, also when an older version or a
+ * hand-made copy left it readable. SQLite gives -wal and -shm the mode of the database file, and
+ * they hold recent pages of it, so they get the same.
+ */
+async function makePrivate(file: string): Promise<void> {
+  for (const name of [file, `${file}-wal`, `${file}-shm`]) {
+    await chmod(name, 0o600).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+}
+
+/**
  * The one SQLite connection of the master. Every statement takes the mutex, so the statements of
  * a transaction are never interleaved with another request's on this shared connection.
  */
@@ -51,12 +65,14 @@ export class Database implements Queryable {
   }
 
   static async open(file: string): Promise<Database> {
+    await makePrivate(file);
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
       const handle = new sqlite3.Database(file, (err) => (err ? reject(err) : resolve(handle)));
     });
     const database = new Database(db, file);
     await database.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
     await database.migrate();
+    await makePrivate(file);
     return database;
   }
 

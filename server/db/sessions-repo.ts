@@ -26,6 +26,11 @@ export class SessionsRepo {
     await this.db.run('DELETE FROM sessions WHERE id_hash = ?', [idHash]);
   }
 
+  /** Ends a user's sessions, all of them or all but one. */
+  async deleteForUser(username: string, exceptIdHash: string | null): Promise<number> {
+    return (await this.db.run('DELETE FROM sessions WHERE username = ? AND id_hash IS NOT ?', [username, exceptIdHash])).changes;
+  }
+
   async deleteExpired(now: string): Promise<number> {
     return (await this.db.run('DELETE FROM sessions WHERE expires_at <= ?', [now])).changes;
   }

@@ -7,11 +7,12 @@ export interface Page<T> {
   q: string;
 }
 
-export function paginate<T>(all: T[], options: { page: unknown; q: unknown; size: number; text: (item: T) => string }): Page<T> {
-  const q = typeof options.q === 'string' ? options.q.trim().slice(0, 100) : '';
+/** `page` and `q` come validated (query-schemas.ts); a page past the end shows the last one. */
+export function paginate<T>(all: T[], options: { page: number | undefined; q: string | undefined; size: number; text: (item: T) => string }): Page<T> {
+  const q = options.q?.trim() ?? '';
   const needle = q.toLowerCase();
   const matching = needle ? all.filter((item) => options.text(item).toLowerCase().includes(needle)) : all;
   const pages = Math.max(1, Math.ceil(matching.length / options.size));
-  const page = Math.min(pages, Math.max(1, Number(options.page) || 1));
+  const page = Math.min(pages, options.page ?? 1);
   return { items: matching.slice((page - 1) * options.size, page * options.size), page, pages, total: matching.length, q };
 }

@@ -1,8 +1,11 @@
 import { Router, type Request, type Response } from 'express';
-import { checkCsrf, SESSION_COOKIE, setSessionCookie } from '../http/auth-middleware.js';
-import { failureLimiter } from '../http/failure-limiter.js';
+import {
+  CSRF_MESSAGE, clientOf, DEVICE_COOKIE, hasLoginFormToken, LOGIN_COOKIE, SESSION_COOKIE, checkCsrf, setSessionCookie,
+} from '../http/auth-middleware.js';
 import { loginSchema } from '../http/schemas.js';
+import { ForbiddenError } from '../errors.js';
 import type { Logger } from '../../lib/logger.js';
+import { KNOWN_DEVICE_MS, LOGIN_FORM_MS } from '../services/auth-tokens.js';
 import type { AuthService } from '../services/auth-service.js';
 
 /** Only local paths: a "next" pointing at another site would make the login page an open redirect. */
@@ -14,54 +17,54 @@ export interface AuthRouterDeps {
   auth: AuthService;
   log: Logger;
   secureCookies: boolean;
-  loginAttemptsPerWindow: number;
 }
 
 /** GET/POST /login and POST /logout; the only pages open without a session. */
 export function authRouter(deps: AuthRouterDeps): Router {
   const { auth, log, secureCookies } = deps;
   const router = Router();
+  const cookieOptions = { httpOnly: true, sameSite: 'strict', secure: secureCookies } as const;
 
-  // Failed logins only count; after too many, the address waits out the window.
-  const limiter = failureLimiter({
-    windowMs: 15 * 60_000,
-    limit: deps.loginAttemptsPerWindow,
-    isFailure: (_req, res) => res.statusCode === 401 || res.statusCode === 403,
-    message: 'Too many failed logins from this address; wait 15 minutes and try again',
-  });
-
-  /** Every login form carries a CSRF token, so even an anonymous visitor gets a session row. */
-  async function ensureSession(req: Request, res: Response): Promise<string> {
-    if (res.locals.session) return res.locals.session.csrfToken;
-    const { id, session } = await auth.createSession(null);
-    setSessionCookie(res, id, secureCookies);
-    res.locals.session = session;
-    res.locals.sessionId = id;
-    return session.csrfToken;
+  /**
+   * The login form's CSRF token without a database row: a random value in a cookie, and in the
+   * form a MAC of it (with its expiry). A page of another site can neither read the cookie nor
+   * make the MAC, so it cannot post a login form the master accepts.
+   */
+  async function formToken(req: Request, res: Response): Promise<string> {
+    let nonce = (req.cookies as Record<string, string | undefined>)[LOGIN_COOKIE];
+    if (!auth.tokens.isLoginNonce(nonce)) {
+      nonce = auth.tokens.newLoginNonce();
+      res.cookie(LOGIN_COOKIE, nonce, { ...cookieOptions, path: '/login', maxAge: LOGIN_FORM_MS });
+    }
+    return auth.tokens.loginFormToken(nonce);
   }
 
   router.get('/login', async (req, res) => {
     if (res.locals.session?.username) return res.redirect(303, safeNext(String(req.query.next ?? '')));
-    const csrfToken = await ensureSession(req, res);
-    res.render('login', { csrfToken, error: null, next: typeof req.query.next === 'string' ? req.query.next : '' });
+    res.render('login', { csrfToken: await formToken(req, res), error: null, next: typeof req.query.next === 'string' ? req.query.next : '' });
   });
 
-  router.post('/login', limiter, async (req, res) => {
-    checkCsrf(req, res);
+  router.post('/login', async (req, res) => {
+    if (!(await hasLoginFormToken(auth, req))) throw new ForbiddenError(CSRF_MESSAGE);
     const parsed = loginSchema.safeParse(req.body);
-    const username = parsed.success ? parsed.data.username : '';
-    const ok = parsed.success && (await auth.checkPassword(parsed.data.username, parsed.data.password));
-    if (!ok) {
-      log.warn('login failed', { user: username.slice(0, 64), ip: req.ip ?? null });
-      res.status(401).render('login', { csrfToken: res.locals.session?.csrfToken ?? '', error: 'Wrong user name or password', next: parsed.success ? parsed.data.next ?? '' : '' });
+    const next = parsed.success ? parsed.data.next ?? '' : '';
+    if (!parsed.success) {
+      res.status(422).render('login', { csrfToken: await formToken(req, res), error: parsed.error.issues[0]?.message ?? 'Enter the user name and password', next });
+      return;
+    }
+    const result = await auth.login(parsed.data.username, parsed.data.password, clientOf(req));
+    if (!result) {
+      res.status(401).render('login', { csrfToken: await formToken(req, res), error: 'Wrong user name or password', next });
       return;
     }
     // A new session id at login, so an id planted before login is worth nothing after it.
     await auth.destroySession(res.locals.sessionId);
-    const { id } = await auth.createSession(username);
+    const { id } = await auth.createSession(result.user);
     setSessionCookie(res, id, secureCookies);
-    log.info('login', { user: username, ip: req.ip ?? null });
-    res.redirect(303, safeNext(parsed.data.next));
+    res.clearCookie(LOGIN_COOKIE, { ...cookieOptions, path: '/login' });
+    res.cookie(DEVICE_COOKIE, result.deviceCookie, { ...cookieOptions, path: '/', maxAge: KNOWN_DEVICE_MS });
+    log.info('login', { user: result.user, ip: req.ip ?? null });
+    res.redirect(303, safeNext(next));
   });
 
   router.post('/logout', async (req, res) => {

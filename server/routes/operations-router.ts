@@ -1,11 +1,11 @@
-import express, { Router, type Request, type Response } from 'express';
+import express, { Router, type Response } from 'express';
 import { z } from 'zod';
 import { ValidationError } from '../../lib/errors.js';
 import { durationSeconds, operationCsv, operationJson } from '../http/operation-presenters.js';
 import { paginate } from '../http/paging.js';
 import { idSchema } from '../http/schemas.js';
-import { parse } from '../http/validation.js';
-import type { OperationState } from '../domain.js';
+import { OPERATION_STATES, operationApiQuery, operationPageQuery, operationsApiQuery, operationsPageQuery, TARGET_STATES } from '../http/query-schemas.js';
+import { parse, parseQuery } from '../http/validation.js';
 import type { OperationService } from '../services/operation-service.js';
 import { PackageService } from '../services/package-service.js';
 import { propagationBlocker } from '../services/propagation-rules.js';
@@ -19,8 +19,6 @@ const operationSchema = z.object({
   allowDowngrade: z.boolean({ error: '"allowDowngrade" must be true or false' }).optional(),
 });
 
-const STATES = ['running', 'succeeded', 'failed', 'cancelled'] as const;
-const TARGET_STATES = ['pending', 'running', 'succeeded', 'failed', 'timedout', 'cancelled'] as const;
 const PAGE_SIZE = 50;
 
 /** "Propagate", "Apply", "Plug and Print operations", the operation report, and /api/operations. */
@@ -28,7 +26,6 @@ export function operationsRouter(deps: { operations: OperationService; packages:
   const { operations } = deps;
   const router = Router();
   const user = (res: Response) => res.locals.user ?? 'admin';
-  const stateFilter = (req: Request): OperationState | undefined => STATES.find((s) => s === req.query.state);
 
   // ---- REST API
   router.post('/api/operations', express.json({ limit: '2mb' }), async (req, res) => {
@@ -38,15 +35,15 @@ export function operationsRouter(deps: { operations: OperationService; packages:
   });
 
   router.get('/api/operations', async (req, res) => {
-    const limit = Math.min(500, Math.max(1, Number(req.query.limit) || 100));
-    const offset = Math.max(0, Number(req.query.offset) || 0);
-    const { operations: list, total } = await operations.list({ state: stateFilter(req), limit, offset });
+    const { state, limit = 100, offset = 0 } = parseQuery(operationsApiQuery, req.query);
+    const { operations: list, total } = await operations.list({ state, limit, offset });
     res.set('X-Total-Count', String(total)).json(list.map((o) => operationJson(o, o.counts)));
   });
 
   router.get('/api/operations/:id', async (req, res) => {
+    const { download } = parseQuery(operationApiQuery, req.query);
     const report = await operations.report(parse(idSchema, req.params.id));
-    if (req.query.download !== undefined) res.attachment(`operation-${report.operation.id}.json`);
+    if (download !== undefined) res.attachment(`operation-${report.operation.id}.json`);
     res.json(operationJson(report.operation, report.counts, report.targets));
   });
 
@@ -95,17 +92,17 @@ export function operationsRouter(deps: { operations: OperationService; packages:
   });
 
   router.get('/operations', async (req, res) => {
-    const page = Math.max(1, Number(req.query.page) || 1);
-    const state = stateFilter(req);
+    const { page = 1, state } = parseQuery(operationsPageQuery, req.query);
     const { operations: list, total } = await operations.list({ state, limit: PAGE_SIZE, offset: (page - 1) * PAGE_SIZE });
-    res.render('operations', { page: 'operations', operations: list, total, pageNumber: page, pages: Math.max(1, Math.ceil(total / PAGE_SIZE)), state: state ?? '', states: STATES });
+    res.render('operations', { page: 'operations', operations: list, total, pageNumber: page, pages: Math.max(1, Math.ceil(total / PAGE_SIZE)), state: state ?? '', states: OPERATION_STATES });
   });
 
   router.get('/operations/:id', async (req, res) => {
+    const query = parseQuery(operationPageQuery, req.query);
     const report = await operations.report(parse(idSchema, req.params.id));
-    const targetFilter = TARGET_STATES.find((s) => s === req.query.target) ?? '';
+    const targetFilter = query.target ?? '';
     const shown = targetFilter ? report.targets.filter((t) => t.target === targetFilter) : report.targets;
-    const paged = paginate(shown, { page: req.query.page, q: req.query.q, size: 100, text: (t) => [t.serverName, t.mode, t.target, t.message, t.versionBefore, t.versionAfter].join(' ') });
+    const paged = paginate(shown, { page: query.page, q: query.q, size: 100, text: (t) => [t.serverName, t.mode, t.target, t.message, t.versionBefore, t.versionAfter].join(' ') });
     const history = await operations.history({ ...report, targets: paged.items });
     res.render('operation', { page: 'operations', report, paged, targetFilter, targetStates: TARGET_STATES, history, durationSeconds });
   });

@@ -4,7 +4,8 @@ import { describeError } from '../http/error-handler.js';
 import { formatBytes, packageJson } from '../http/presenters.js';
 import { idSchema } from '../http/schemas.js';
 import type { UploadReceiver } from '../http/upload.js';
-import { parse } from '../http/validation.js';
+import { updatesQuery } from '../http/query-schemas.js';
+import { parse, parseQuery } from '../http/validation.js';
 import { PackageService } from '../services/package-service.js';
 import { propagationBlocker } from '../services/propagation-rules.js';
 import type { SettingsService } from '../services/settings-service.js';
@@ -42,6 +43,7 @@ export function packagesRouter(deps: PackagesRouterDeps): Router {
   });
 
   router.get('/updates', async (req, res) => {
+    const query = parseQuery(updatesQuery, req.query);
     const list = await packages.list();
     const master = await deps.settings.productInfo();
     res.render('updates', {
@@ -49,7 +51,7 @@ export function packagesRouter(deps: PackagesRouterDeps): Router {
       master,
       packages: list.map((p) => ({ ...p, displayState: PackageService.displayState(p), blocker: propagationBlocker(p, master) })),
       formatBytes,
-      deleted: typeof req.query.deleted === 'string' ? req.query.deleted : null,
+      deleted: query.deleted ?? null,
     });
   });
 

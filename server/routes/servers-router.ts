@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { formatBytes, serverJson, serverRequestJson } from '../http/presenters.js';
 import type { AdmissionService } from '../services/admission-service.js';
 import { paginate } from '../http/paging.js';
-import { parse } from '../http/validation.js';
+import { serversQuery } from '../http/query-schemas.js';
+import { parse, parseQuery } from '../http/validation.js';
 import type { ServerService } from '../services/server-service.js';
 import type { SettingsService } from '../services/settings-service.js';
 
@@ -20,11 +21,12 @@ export function serversRouter(deps: { servers: ServerService; settings: Settings
   router.get('/', (_req, res) => res.redirect(303, '/servers'));
 
   router.get('/servers', async (req, res) => {
+    const query = parseQuery(serversQuery, req.query);
     const list = await servers.list();
     const parity = await servers.parity(list);
     const enrollSource = await settings.enrollTokenSource();
-    const paged = paginate(list, { page: req.query.page, q: req.query.q, size: 100, text: (s) => [s.name, s.mode, s.address, s.version, s.status, s.role].join(' ') });
-    res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, enrollSource, formatBytes, removed: typeof req.query.removed === 'string' ? req.query.removed : null });
+    const paged = paginate(list, { page: query.page, q: query.q, size: 100, text: (s) => [s.name, s.mode, s.address, s.version, s.status, s.role].join(' ') });
+    res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, enrollSource, formatBytes, removed: query.removed ?? null });
   });
 
   router.get('/api/servers', async (req, res) => {

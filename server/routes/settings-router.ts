@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { ValidationError } from '../../lib/errors.js';
+import { clientOf } from '../http/auth-middleware.js';
 import { passwordChangeSchema, productSchema } from '../http/schemas.js';
 import { parse } from '../http/validation.js';
 import type { AuthService } from '../services/auth-service.js';
@@ -52,7 +53,7 @@ export function settingsRouter(deps: { settings: SettingsService; auth: AuthServ
   router.post('/settings/password', async (req, res) => {
     try {
       const input = parse(passwordChangeSchema, req.body);
-      if (!(await auth.changePassword(input.current, input.next))) throw new ValidationError('The current password is wrong');
+      if (!(await auth.changePassword(input.current, input.next, { ...clientOf(req), keepSessionId: res.locals.sessionId }))) throw new ValidationError('The current password is wrong');
       await render(res, { message: 'The admin password was changed' });
     } catch (err) {
       if (!(err instanceof ValidationError)) throw err;

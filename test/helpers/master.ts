@@ -8,6 +8,7 @@ import { loadMasterConfig, type MasterConfig } from '../../server/config.js';
 import { Database } from '../../server/db/database.js';
 import { memoryLogger } from '../../lib/logger.js';
 import { PackageStore } from '../../server/package-store.js';
+import { ServersRepo } from '../../server/db/servers-repo.js';
 import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
 import { tempDir } from './run.js';
 
@@ -80,4 +81,13 @@ export async function listenMaster(m: TestMaster, port = 0): Promise<{ url: stri
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** A slave server in the database only (no agent behind it): for pages and operations that need one. */
+export async function addServerRow(db: Database, name: string, fields: { mode?: 'mailbox' | 'bidirectional'; address?: string | null; version?: string } = {}): Promise<number> {
+  const at = new Date().toISOString();
+  return new ServersRepo(db).admit({
+    name, mode: fields.mode ?? 'mailbox', address: fields.address ?? null, product: 'watchdoc', version: fields.version ?? '0.9.0',
+    publicKey: 'none', keyFingerprint: `SHA256:test-${name}`, requestedFrom: null, acceptedBy: 'test', enrolledAt: at, at,
+  });
 }

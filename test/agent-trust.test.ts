@@ -198,7 +198,7 @@ describe('strangers on the agent API', () => {
     assert.equal((await real.report(undefined)).status, 200, 'the real agent is unaffected');
   });
 
-  it('get at most 10 enrollment tokens checked per address, however many they send at once', async () => {
+  it('get at most 10 enrollment guesses answered per address, however many they send at once', async () => {
     // A master of its own: this leaves the address locked out of enrollment for the window.
     const fresh = await createTestMaster(d.pki.root, { enrollToken: TOKEN });
     const served = await listenMaster(fresh);
@@ -210,7 +210,7 @@ describe('strangers on the agent API', () => {
 
     const statuses = guesses.map((g) => g.status);
     assert.equal(statuses.filter((s) => s === 401).length, 10);
-    assert.equal(fresh.logs.filter((l) => l.includes('"msg":"enrollment refused: wrong token"')).length, 10, 'only 10 tokens were checked');
+    assert.equal(fresh.logs.filter((l) => l.includes('"msg":"enrollment refused: wrong token"')).length, 10, 'only 10 guesses were answered');
     assert.equal(statuses.filter((s) => s === 429).length, 290);
     assert.deepEqual(guesses.find((g) => g.status === 429)?.body, { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
     assert.match(guesses.find((g) => g.status === 429)?.headers.get('retry-after') ?? '', /^\d+$/);

@@ -1,45 +1,50 @@
-import type { Request, RequestHandler, Response } from 'express';
 import { TooManyRequestsError } from '../errors.js';
 
-export interface FailureLimiterOptions {
+export interface FailureGateOptions {
   windowMs: number;
-  /** Failures allowed per address per window; the next request is refused with 429. */
+  /** Failed attempts answered per address per window; past them every answer is 429. */
   limit: number;
-  isFailure: (req: Request, res: Response) => boolean;
   message: string;
 }
 
 /**
- * Limits failed attempts (a wrong enrollment token) per client address. Each attempt takes a slot
- * when it starts and gives it back when it succeeds, so however many guesses arrive at once, at
- * most `limit` are ever checked per window; successful requests, however many run at once (a
- * thousand agents enrolling together behind one NAT), never count.
+ * Limits guessing (of the enrollment token) per client address, whatever the concurrency: a guess
+ * is only worth something when its answer says whether it was right, and past `limit` failures in
+ * the window every answer from that address is a 429, right or wrong, including for guesses that
+ * were already being checked when the limit was reached. Successful attempts never count, so a
+ * thousand agents enrolling together behind one NAT are not mistaken for guessing.
  */
-export function failureLimiter(options: FailureLimiterOptions): RequestHandler {
-  const attempts = new Map<string, { count: number; resetAt: number }>();
-  const prune = (now: number) => {
-    for (const [key, entry] of attempts) if (entry.resetAt <= now) attempts.delete(key);
-  };
-  return (req, res, next) => {
-    const key = req.ip ?? req.socket.remoteAddress ?? 'unknown';
-    const now = Date.now();
-    if (attempts.size > 10_000) prune(now);
-    let entry = attempts.get(key);
+export class FailureGate {
+  private readonly failures = new Map<string, { count: number; resetAt: number }>();
+
+  constructor(private readonly options: FailureGateOptions) {}
+
+  private entry(key: string, now: number): { count: number; resetAt: number } {
+    if (this.failures.size > 10_000) {
+      for (const [k, e] of this.failures) if (e.resetAt <= now) this.failures.delete(k);
+    }
+    let entry = this.failures.get(key);
     if (!entry || entry.resetAt <= now) {
-      entry = { count: 0, resetAt: now + options.windowMs };
-      attempts.set(key, entry);
+      entry = { count: 0, resetAt: now + this.options.windowMs };
+      this.failures.set(key, entry);
     }
-    if (entry.count >= options.limit) {
-      const retryAfter = Math.ceil((entry.resetAt - now) / 1000);
-      next(Object.assign(new TooManyRequestsError(options.message), { retryAfter }));
-      return;
-    }
+    return entry;
+  }
+
+  private refusal(entry: { resetAt: number }, now: number): Error {
+    return Object.assign(new TooManyRequestsError(this.options.message), { retryAfter: Math.ceil((entry.resetAt - now) / 1000) });
+  }
+
+  /** Throws the 429 when this address has used up its failures. */
+  assertOpen(key: string, now = Date.now()): void {
+    const entry = this.entry(key, now);
+    if (entry.count >= this.options.limit) throw this.refusal(entry, now);
+  }
+
+  /** A wrong attempt: the error to answer with, `wrong` itself, or the 429 when it is past the limit. */
+  failed(key: string, wrong: Error, now = Date.now()): Error {
+    const entry = this.entry(key, now);
     entry.count++;
-    const taken = entry;
-    // Only an answer sent in full gives the slot back: a guesser hanging up early keeps paying.
-    res.on('finish', () => {
-      if (!options.isFailure(req, res) && taken.count > 0) taken.count--;
-    });
-    next();
-  };
+    return entry.count > this.options.limit ? this.refusal(entry, now) : wrong;
+  }
 }

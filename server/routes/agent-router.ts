@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/logger.js';
 import { AuthenticationError, ForbiddenError } from '../errors.js';
 import { agentJsonBody, sendSignedAgentJson } from '../http/agent-json.js';
 import { describeError } from '../http/error-handler.js';
-import { failureLimiter } from '../http/failure-limiter.js';
+import { FailureGate } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
 import { parse } from '../http/validation.js';
 import type { MasterKey } from '../master-key.js';
@@ -35,10 +35,9 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   const { agents, admission, store, key, log } = deps;
   const router = Router();
 
-  const enrollLimiter = failureLimiter({
+  const enrollGate = new FailureGate({
     windowMs: 15 * 60_000,
     limit: deps.enrollAttemptsPerWindow,
-    isFailure: (_req, res) => res.statusCode === 401,
     message: 'Too many failed enrollments from this address; wait 15 minutes and try again',
   });
 
@@ -63,8 +62,19 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     sendSignedAgentJson(res, 200, { challenge: await agents.challenge() }, res.locals.agentAnswer ?? null);
   });
 
-  router.post('/api/agent/enroll', enrollLimiter, answerContext, async (req, res, next) => {
-    res.locals.enrollCredential = await admission.checkEnrollToken(req.get('authorization'));
+  router.post('/api/agent/enroll', answerContext, async (req, res, next) => {
+    const address = req.ip ?? req.socket.remoteAddress ?? 'unknown';
+    enrollGate.assertOpen(address);
+    try {
+      res.locals.enrollCredential = await admission.checkEnrollToken(req.get('authorization'));
+    } catch (err) {
+      if (!(err instanceof AuthenticationError)) throw err;
+      const answer = enrollGate.failed(address, err);
+      if (answer === err) log.warn('enrollment refused: wrong token', { ip: address });
+      throw answer;
+    }
+    // A right token found by a guess that raced past the limit is not confirmed either.
+    enrollGate.assertOpen(address);
     next();
   }, agentJsonBody(16 * 1024), async (req, res) => {
     const request = parse(enrollRequestSchema, req.body);

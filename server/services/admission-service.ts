@@ -58,7 +58,6 @@ export class AdmissionService {
     if (oneTime && oneTime.usedAt === null && Date.parse(oneTime.expiresAt) > now) return { kind: 'one-time', token: oneTime };
     if (oneTime?.usedAt) throw new AuthenticationError(`This one-time enrollment token was already used (${oneTime.usedAt}); create a new one in the console (New servers)`);
     if (oneTime) throw new AuthenticationError(`This one-time enrollment token expired on ${oneTime.expiresAt}; create a new one in the console (New servers)`);
-    this.log.warn('enrollment refused: wrong token');
     throw new AuthenticationError('The enrollment token is wrong (see the master console: Settings, or New servers for one-time tokens)');
   }
 

@@ -1,11 +1,13 @@
-// A master for the benchmarks: the real app, in one process, with one more route beside it,
+// A master for the benchmarks: the real app, in one process, with references beside it:
 // GET /bench/noop, the "trivial express route in the same master process" the mailbox figures are
-// compared with. Run by bench scenarios as a child process; prints its URL when it listens.
+// compared with, and /bench/unsigned/api/agent/*, the agent routes with unsigned answers. Run by
+// bench scenarios as a child process; prints its URL when it listens.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import express from 'express';
 import { createApp } from '../server/app.js';
+import { agentRouter } from '../server/routes/agent-router.js';
 import { loadMasterConfig } from '../server/config.js';
 import { Database } from '../server/db/database.js';
 import { createLogger } from '../lib/logger.js';
@@ -23,6 +25,8 @@ const root = express();
 root.get('/bench/noop', (_req, res) => {
   res.json({ ok: true });
 });
+// The reference of the signed mailbox answers: the same agent route, its answers unsigned.
+root.use('/bench/unsigned', agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: 10, log, signAnswers: false }));
 root.use(createApp({ config, db, store, log, services }));
 const server = http.createServer(root);
 server.keepAliveTimeout = 30_000;

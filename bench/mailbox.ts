@@ -33,14 +33,20 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
       path: '/api/agent/report',
       setupRequest: (request: autocannon.Request) => ({ ...request, ...nextPoll() }),
     };
+    // The same polls to the same route without the answer's signature: what signing costs.
+    const unsignedPoll: autocannon.Request = { ...poll, path: '/bench/unsigned/api/agent/report' };
     const common = { url: master.url, connections: 32, duration, pipelining: 1 };
     // Steady state, as in a running domain: every agent has called once since the master started
     // (its credentials are cached) and both routes are compiled; neither warm-up is measured.
     await run({ url: master.url, connections: 32, amount: count, requests: [poll] });
     await run({ url: master.url, connections: 32, amount: 5000, requests: [{ method: 'GET', path: '/bench/noop' }] });
+    await run({ url: master.url, connections: 32, amount: 5000, requests: [unsignedPoll] });
+    // The host's speed drifts: the unsigned reference runs before and after, and counts as their mean.
+    const unsignedBefore = await run({ ...common, requests: [unsignedPoll] });
     const polls = await run({ ...common, requests: [poll] });
+    const unsignedAfter = await run({ ...common, requests: [unsignedPoll] });
     const noop = await run({ ...common, requests: [{ method: 'GET', path: '/bench/noop' }] });
-    for (const [label, r] of [['polls', polls], ['noop', noop]] as const) {
+    for (const [label, r] of [['polls', polls], ['noop', noop], ['unsigned polls', unsignedBefore], ['unsigned polls', unsignedAfter]] as const) {
       if (r.non2xx > 0 || r.errors > 0) throw new Error(`${label}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
     }
     // Latency at 500 polls/s, at a steady pace (see paced-load.ts for why not autocannon's rate).
@@ -51,7 +57,10 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
     }
     const rate = polls.requests.average;
     const reference = noop.requests.average;
+    const unsigned = (unsignedBefore.requests.average + unsignedAfter.requests.average) / 2;
     return [
+      { scenario: 'mailbox', name: 'signed_polls_per_second', value: round(rate, 0), unit: 'polls/s', reference: { what: `the same polls with unsigned answers, mean of before (${round(unsignedBefore.requests.average, 0)}) and after (${round(unsignedAfter.requests.average, 0)})`, value: round(unsigned, 0), unit: 'polls/s' }, target: '≥ 0.9× unsigned', met: rate >= 0.9 * unsigned },
+      { scenario: 'mailbox', name: 'ratio_signed_to_unsigned', value: round(rate / unsigned), unit: '×', target: '≥ 0.9', met: rate >= 0.9 * unsigned },
       { scenario: 'mailbox', name: `polls_per_second_${count}_agents`, value: round(rate, 0), unit: 'polls/s', reference: { what: 'trivial express route in the master process', value: round(reference, 0), unit: 'req/s' }, target: '≥ 50% of reference', met: rate >= 0.5 * reference },
       { scenario: 'mailbox', name: 'ratio_to_reference', value: round(rate / reference), unit: '×', target: '≥ 0.5', met: rate >= 0.5 * reference },
       { scenario: 'mailbox', name: 'p99_latency_at_max', value: polls.latency.p99, unit: 'ms' },

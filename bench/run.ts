@@ -1,4 +1,4 @@
-// npm run bench [-- upload fanout mailbox scale] [-- --quick]
+// npm run bench [-- upload fanout mailbox scale flood] [-- --quick]
 // Runs each scenario against real masters and agents on loopback, beside its reference, prints one
 // line per figure and writes bench/results/latest.json. Every scenario cleans up after itself.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import { writeDevCertificates } from '../lib/dev-certs.js';
 import { ROOT } from '../test/helpers/run.js';
 import { fanoutScenario } from './fanout.js';
+import { floodScenario } from './flood.js';
 import { mailboxScenario } from './mailbox.js';
 import { scaleScenario } from './scale.js';
 import { line, type Figure } from './support.js';
@@ -24,6 +25,7 @@ const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<Figure[]>> = {
   fanout: fanoutScenario,
   mailbox: mailboxScenario,
   scale: scaleScenario,
+  flood: floodScenario,
 };
 
 const args = process.argv.slice(2);

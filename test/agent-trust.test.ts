@@ -10,6 +10,7 @@ import { openTestDomain, type TestDomain } from './helpers/domain.js';
 import { createTestMaster, listenMaster } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
+import { ROOT, run } from './helpers/run.js';
 import { SimulatedAgent } from './helpers/simulated-agent.js';
 import { startTamperingProxy, type Tampering } from './helpers/tampering-proxy.js';
 
@@ -214,5 +215,32 @@ describe('strangers on the agent API', () => {
     assert.equal(statuses.filter((s) => s === 429).length, 290);
     assert.deepEqual(guesses.find((g) => g.status === 429)?.body, { error: 'Too many failed enrollments from this address; wait 15 minutes and try again' });
     assert.match(guesses.find((g) => g.status === 429)?.headers.get('retry-after') ?? '', /^\d+$/);
+  });
+
+  it('leave nothing behind once refused: their requests are freed, not held until a deadline', async () => {
+    // In a process of its own, with the garbage collector at hand: the master's request deadlines
+    // (server/http/timeouts.ts) in front of a route that refuses without reading the body.
+    const script = `
+      import express from 'express';
+      import net from 'node:net';
+      import { requestTimeouts } from ${JSON.stringify(path.join(ROOT, 'dist', 'server', 'http', 'timeouts.js'))};
+      let freed = 0;
+      const registry = new FinalizationRegistry(() => freed++);
+      const app = express();
+      app.use(requestTimeouts(60_000, { warn() {}, info() {}, error() {}, debug() {}, enabled: () => false }));
+      app.use((req, res) => { registry.register(req, 0); res.set('Connection', 'close').status(401).end('{}'); });
+      const server = app.listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const { port } = server.address();
+      for (let i = 0; i < 200; i++) await new Promise((done) => {
+        const s = net.connect(port, '127.0.0.1', () => s.write('POST /x HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 1048576\\r\\n\\r\\n' + ' '.repeat(1024)));
+        s.on('data', () => undefined); s.on('close', done); s.on('error', done);
+      });
+      for (let i = 0; i < 10; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); }
+      process.stdout.write(String(freed));
+      process.exit(0);`;
+    const result = await run(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { cwd: ROOT });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(Number(result.stdout) >= 190, `${result.stdout} of 200 refused requests freed`);
   });
 });

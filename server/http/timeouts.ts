@@ -26,9 +26,17 @@ export function requestTimeouts(requestMs: number, log: Logger): RequestHandler 
       else res.status(408).set('Connection', 'close').json({ error: `The request did not arrive whole within ${requestMs / 1000} s; send it again` });
     }, requestMs).unref();
     deadlines.set(req, deadline);
-    // A body still arriving after the answer (e.g. a refused login) stays under the deadline.
+    // A body still arriving after the answer (e.g. a refused login) stays under the deadline. The
+    // timer goes once the request is whole and answered, or its connection is gone: kept, it would
+    // hold every refused stranger's request in memory for the whole deadline. (A request whose body
+    // was never read emits no 'close' of its own, hence the socket's.)
+    const clear = () => {
+      clearTimeout(deadline);
+      req.socket.off('close', clear);
+    };
+    req.socket.once('close', clear);
     res.once('close', () => {
-      if (req.complete) clearTimeout(deadline);
+      if (req.complete) clear();
     });
     // A listener here keeps Node from closing the socket itself, so the line can be logged first.
     res.on('timeout', () => {

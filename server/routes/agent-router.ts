@@ -24,6 +24,11 @@ export interface AgentRouterDeps {
   key: () => Promise<MasterKey>;
   enrollAttemptsPerWindow: number;
   log: Logger;
+  /**
+   * Always true in the master. The benchmark mounts a second router with false beside the real one,
+   * as the reference that tells what signing answers costs (bench/mailbox.ts).
+   */
+  signAnswers?: boolean;
 }
 
 /**
@@ -46,7 +51,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     const nonce = req.get(NONCE_HEADER);
     const agent = req.get(AGENT_KEY_HEADER);
     if (!nonce || !NONCE_PATTERN.test(nonce)) throw new ValidationError(`Agent calls carry a fresh nonce (${NONCE_HEADER}: 16 to 64 base64url characters)`);
-    res.locals.agentAnswer = { key: (await key()).privateKey, path: req.path, agent: agent && FINGERPRINT.test(agent) ? agent : '-', nonce };
+    if (deps.signAnswers !== false) res.locals.agentAnswer = { key: (await key()).privateKey, path: req.path, agent: agent && FINGERPRINT.test(agent) ? agent : '-', nonce };
     next();
   };
 

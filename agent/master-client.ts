@@ -8,6 +8,7 @@ import {
   type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse, type SessionResponse,
 } from '../lib/agent-protocol.js';
 import { answerSignatureMatches, SIGNATURE_HEADER } from '../lib/request-signing.js';
+import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, macCall, newExchange, openSessionKey } from '../lib/session-crypto.js';
 import type { AgentKey } from './identity.js';
 import { errorForStatus, masterMessage, NotAcceptedError, RefusedError, unreachable, UnsignedAnswerError } from './master-errors.js';
 import { readText, request } from './master-http.js';
@@ -18,6 +19,14 @@ export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
 /** A session is renewed this long before it expires, so no call is made with a dying token. */
 const RENEW_BEFORE_MS = 5 * 60_000;
 
+/** A live session: its token and its key (calls and answers carry MACs with it). */
+export interface Session {
+  token: string;
+  key: Buffer;
+  serverId: number;
+  renewAt: number;
+}
+
 interface CallOptions<T> {
   method: 'GET' | 'POST';
   payload?: unknown;
@@ -25,8 +34,11 @@ interface CallOptions<T> {
   schema: ZodType<T>;
   /** Sign the body with the agent's key (enrollment, sessions: where it proves who it is). */
   prove?: boolean;
-  /** The key that must have signed the answer; enrollment learns it from the answer itself. */
-  verifyWith: KeyObject | 'from-answer';
+  /**
+   * What must vouch for the answer: the master's key (a signature), the session (a MAC), the key
+   * the answer itself brings (enrollment), or nothing (the challenge, worthless to a forger).
+   */
+  verifyWith: KeyObject | Session | 'from-answer' | 'nothing';
 }
 
 /**
@@ -38,7 +50,7 @@ interface CallOptions<T> {
 export class MasterClient {
   readonly baseUrl: URL;
   private masterKey: KeyObject | null = null;
-  private session: { token: string; renewAt: number; serverId: number } | null = null;
+  private session: Session | null = null;
   private opening: Promise<SessionResponse> | null = null;
 
   constructor(masterUrl: string, readonly ca: Buffer | null, private readonly agent: AgentKey, private readonly options: { name: string; masterFingerprint: string | null }) {
@@ -75,14 +87,17 @@ export class MasterClient {
   openSession(): Promise<SessionResponse> {
     this.opening ??= (async () => {
       const key = this.requireMasterKey();
-      const { challenge } = await this.call('api/agent/challenge', { method: 'GET', schema: challengeResponseSchema, verifyWith: key });
+      const { challenge } = await this.call('api/agent/challenge', { method: 'GET', schema: challengeResponseSchema, verifyWith: 'nothing' });
+      const exchange = newExchange();
       const answer = await this.call('api/agent/session', {
-        method: 'POST', payload: { name: this.options.name, keyFingerprint: this.agent.fingerprint, challenge }, schema: sessionResponseSchema, prove: true, verifyWith: key,
+        method: 'POST', payload: { name: this.options.name, keyFingerprint: this.agent.fingerprint, challenge, exchangeKey: exchange.publicRaw },
+        schema: sessionResponseSchema, prove: true, verifyWith: key,
       });
+      this.session = null;
       if (answer.state === 'accepted' && answer.token && answer.serverId !== null) {
-        this.session = { token: answer.token, serverId: answer.serverId, renewAt: Date.now() + (answer.expiresInSeconds ?? 0) * 1000 - RENEW_BEFORE_MS };
-      } else {
-        this.session = null;
+        const sessionKey = answer.exchangeKey && answer.sealedKey ? openSessionKey(exchange.privateKey, answer.exchangeKey, answer.token, answer.sealedKey) : null;
+        if (!sessionKey) throw new UnsignedAnswerError('the session key the master sent does not open: session not used (is something between this agent and the master?)');
+        this.session = { token: answer.token, key: sessionKey, serverId: answer.serverId, renewAt: Date.now() + (answer.expiresInSeconds ?? 0) * 1000 - RENEW_BEFORE_MS };
       }
       return answer;
     })().finally(() => {
@@ -91,13 +106,18 @@ export class MasterClient {
     return this.opening;
   }
 
-  /** "Bearer <token>" of a live session, opening one when needed. */
-  async authorization(): Promise<string> {
+  /** A live session, opened when needed. */
+  async liveSession(): Promise<Session> {
     if (!this.session || Date.now() >= this.session.renewAt) {
       const answer = await this.openSession();
       if (answer.state !== 'accepted' || !this.session) throw new NotAcceptedError(answer.message, answer.state === 'rejected' ? 'rejected' : 'pending');
     }
-    return `Bearer ${(this.session as { token: string }).token}`;
+    return this.session as Session;
+  }
+
+  /** "Bearer <token>" of a live session (tests make calls by hand with it). */
+  async authorization(): Promise<string> {
+    return `Bearer ${(await this.liveSession()).token}`;
   }
 
   /** Drops the session after the master refused it (expired, or the server's key changed). */
@@ -105,21 +125,42 @@ export class MasterClient {
     this.session = null;
   }
 
-  /** Runs a call with a session; a refused session is reopened once (the master may have restarted with a new key state). */
-  async withSession<T>(run: (authorization: string) => Promise<T>): Promise<T> {
+  /**
+   * Runs a call within a session. A refusal reopens the session once: the answer to a session
+   * opening is signed, so whether this agent is still a server of the domain is learnt from there,
+   * never from a refusal someone on the network could have forged.
+   */
+  async withSession<T>(run: (session: Session) => Promise<T>): Promise<T> {
     try {
-      return await run(await this.authorization());
+      return await run(await this.liveSession());
     } catch (err) {
       if (!(err instanceof RefusedError)) throw err;
       this.dropSession();
-      return run(await this.authorization());
+      return run(await this.liveSession());
     }
   }
 
   report(status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
-    return this.withSession((authorization) => this.call('api/agent/report', {
-      method: 'POST', payload: { status, results }, headers: { authorization }, schema: reportResponseSchema, verifyWith: this.requireMasterKey(),
+    return this.withSession((session) => this.call('api/agent/report', {
+      method: 'POST', payload: { status, results }, schema: reportResponseSchema, verifyWith: session,
     }));
+  }
+
+  /** Headers of a session call (a download): the token, a fresh nonce, the agent's key, the call's MAC. */
+  sessionHeaders(session: Session, method: 'GET' | 'POST', route: string, body = ''): { headers: Record<string, string>; nonce: string } {
+    const nonce = newNonce();
+    return {
+      nonce,
+      headers: {
+        authorization: `Bearer ${session.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint,
+        [CALL_MAC_HEADER]: macCall(session.key, { method, path: `/${route}`, nonce, body }),
+      },
+    };
+  }
+
+  /** Whether an answer within a session carries the session's MAC for this call. */
+  answerIsGenuine(session: Session, answer: { status: number; route: string; nonce: string; body: string; mac: string | string[] | undefined }): boolean {
+    return answerMacMatches(session.key, { status: answer.status, path: `/${answer.route}`, agent: this.agent.fingerprint, nonce: answer.nonce, body: answer.body }, headerText(answer.mac));
   }
 
   private requireMasterKey(): KeyObject {
@@ -129,9 +170,11 @@ export class MasterClient {
 
   /** One JSON call; the answer must be signed for this agent and this request, then it is validated. */
   private async call<T>(route: string, options: CallOptions<T>): Promise<T> {
-    const nonce = newNonce();
     const body = options.payload === undefined ? undefined : JSON.stringify(options.payload);
-    const headers: Record<string, string> = { accept: 'application/json', [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint, ...options.headers };
+    const session = isSession(options.verifyWith) ? options.verifyWith : null;
+    const call = session ? this.sessionHeaders(session, options.method, route, body ?? '') : { nonce: newNonce(), headers: {} };
+    const nonce = call.nonce;
+    const headers: Record<string, string> = { accept: 'application/json', [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint, ...call.headers, ...options.headers };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (options.prove) headers[AGENT_SIGNATURE_HEADER] = signAgentRequest(this.agent.privateKey, { method: options.method, path: `/${route}`, nonce, body: body ?? '' });
     let response: IncomingMessage;
@@ -144,10 +187,10 @@ export class MasterClient {
     }
     const status = response.statusCode ?? 0;
     const parsed = parseJson(text);
-    const key = options.verifyWith === 'from-answer' ? this.keyFromAnswer(parsed) : options.verifyWith;
-    const signed = key !== null && answerSignatureMatches(key, { status, path: `/${route}`, agent: this.agent.fingerprint, nonce, body: text }, headerText(response.headers[SIGNATURE_HEADER]));
-    if (!signed && !(options.verifyWith === 'from-answer' && (status < 200 || status > 299))) {
-      // Before enrollment the agent cannot check a refusal; anything else unsigned is not the master's.
+    if (!this.vouchedFor(options.verifyWith, { status, route, nonce, text, parsed, response })) {
+      // Within a session, a refusal without the session's MAC only makes the agent reopen its
+      // session (whose answer is signed); anything else unvouched for is not the master's.
+      if (session && status === 401) throw new RefusedError(`the master refused the session (${masterMessage(text, status)}), or something in between did`);
       throw new UnsignedAnswerError(`the master's answer (${status}) is not signed with the master's key: ignored (is something between this agent and the master?)`);
     }
     if (status < 200 || status > 299) throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
@@ -155,6 +198,15 @@ export class MasterClient {
     const checked = options.schema.safeParse(parsed);
     if (!checked.success) throw new Error(`the master's answer does not follow the agent protocol (${checked.error.issues[0]?.message ?? 'invalid'})`);
     return checked.data;
+  }
+
+  private vouchedFor(by: CallOptions<unknown>['verifyWith'], a: { status: number; route: string; nonce: string; text: string; parsed: unknown; response: IncomingMessage }): boolean {
+    if (by === 'nothing') return true;
+    if (isSession(by)) return this.answerIsGenuine(by, { status: a.status, route: a.route, nonce: a.nonce, body: a.text, mac: a.response.headers[ANSWER_MAC_HEADER] });
+    // Before enrollment the agent cannot check a refusal: it shows it, and acts on nothing else.
+    if (by === 'from-answer' && (a.status < 200 || a.status > 299)) return true;
+    const key = by === 'from-answer' ? this.keyFromAnswer(a.parsed) : by;
+    return key !== null && answerSignatureMatches(key, { status: a.status, path: `/${a.route}`, agent: this.agent.fingerprint, nonce: a.nonce, body: a.text }, headerText(a.response.headers[SIGNATURE_HEADER]));
   }
 
   /** Enrollment: the master's key comes in the answer, and must match --master-fingerprint when given. */
@@ -173,6 +225,10 @@ export class MasterClient {
     }
     return key;
   }
+}
+
+function isSession(value: unknown): value is Session {
+  return typeof value === 'object' && value !== null && 'token' in value && Buffer.isBuffer((value as { key?: unknown }).key);
 }
 
 function parseJson(text: string): unknown {

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { MasterClient } from './master-client.js';
 import { errorForStatus, MasterAnswerError, masterMessage, NotAcceptedError, RefusedError, RetryLaterError, unreachable, WrongPackageError } from './master-errors.js';
 import { readText, request } from './master-http.js';
+import { ANSWER_MAC_HEADER } from '../lib/session-crypto.js';
 
 /**
  * Told where each download attempt starts writing (0 for the whole file), it may return a function
@@ -55,12 +56,22 @@ export async function downloadPackage(
     }
     if (have === size) return;
     try {
-      await client.withSession(async (authorization) => {
-        const response = await request(new URL(`api/agent/packages/${sha256}`, client.baseUrl), {
-          method: 'GET', headers: { authorization, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: client.ca, idleTimeoutMs: 60_000,
+      await client.withSession(async (session) => {
+        const route = `api/agent/packages/${sha256}`;
+        const call = client.sessionHeaders(session, 'GET', route);
+        const response = await request(new URL(route, client.baseUrl), {
+          method: 'GET', headers: { ...call.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: client.ca, idleTimeoutMs: 60_000,
         });
         const status = response.statusCode ?? 0;
-        if (status !== 200 && status !== 206) throw errorForStatus(status, masterMessage(await readText(response).catch(() => ''), status), response.headers['retry-after']);
+        if (status !== 200 && status !== 206) {
+          const text = await readText(response).catch(() => '');
+          // A refusal counts only with the session's MAC; a forged one is a network fault, retried.
+          if (!client.answerIsGenuine(session, { status, route, nonce: call.nonce, body: text, mac: response.headers[ANSWER_MAC_HEADER] })) {
+            if (status === 401) throw new RefusedError('the master refused the session, or something in between did');
+            throw new Error(`an answer (${status}) not from the master: ignored`);
+          }
+          throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
+        }
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
         const append = status === 206;
         const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);

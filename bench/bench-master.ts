@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import express from 'express';
-import { createApp } from '../server/app.js';
+import { createApp, frontMiddleware } from '../server/app.js';
 import { agentRouter } from '../server/routes/agent-router.js';
 import { loadMasterConfig } from '../server/config.js';
 import { Database } from '../server/db/database.js';
@@ -25,8 +25,13 @@ const root = express();
 root.get('/bench/noop', (_req, res) => {
   res.json({ ok: true });
 });
-// The reference of the signed mailbox answers: the same agent route, its answers unsigned.
-root.use('/bench/unsigned', agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: 10, log, signAnswers: false }));
+// The agent routes at the root, as in the master (the app below is mounted as a sub-app, which
+// costs express a prototype swap per request that the master itself never pays), and beside them
+// their reference: the same routes, answers unsigned. Both behind the master's own front middleware.
+const agentDeps = { agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log };
+root.use('/bench/unsigned', frontMiddleware(config, log), agentRouter({ ...agentDeps, signAnswers: false }));
+const agentStack = express.Router().use(frontMiddleware(config, log), agentRouter(agentDeps));
+root.use((req, res, next) => (req.path.startsWith('/api/agent/') ? agentStack(req, res, next) : next()));
 root.use(createApp({ config, db, store, log, services }));
 const server = http.createServer(root);
 server.keepAliveTimeout = 30_000;

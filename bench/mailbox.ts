@@ -26,7 +26,7 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
     // Each poll carries a fresh nonce, as agents send them (the master signs its answer over it).
     const nextPoll = () => {
       const p = prepared[next++ % prepared.length] as (typeof prepared)[number];
-      return { headers: agentHeaders(p.agent), body: p.body };
+      return { headers: agentHeaders(p.agent, p.body), body: p.body };
     };
     const poll: autocannon.Request = {
       method: 'POST',

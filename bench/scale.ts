@@ -13,7 +13,8 @@ interface Answer {
 /** What a real mailbox agent says while it installs: running, then succeeded. */
 async function simulateInstall(url: string, agent: SimulatedAgent): Promise<void> {
   const call = async (results: unknown[]): Promise<Answer> => {
-    const res = await fetch(`${url}/api/agent/report`, { method: 'POST', headers: agentHeaders(agent), body: JSON.stringify({ status: agent.status, results }) });
+    const body = JSON.stringify({ status: agent.status, results });
+    const res = await fetch(`${url}/api/agent/report`, { method: 'POST', headers: agentHeaders(agent, body), body });
     if (res.status !== 200) throw new Error(`report answered ${res.status}`);
     return (await res.json()) as Answer;
   };

@@ -60,7 +60,13 @@ export type EnrollResponse = z.infer<typeof enrollResponseSchema>;
 export const challengeResponseSchema = z.object({ challenge: z.string().max(200) });
 
 /** Signed with the agent's key (header), over a challenge the master just gave. */
-export const sessionRequestSchema = z.object({ name: agentNameSchema, keyFingerprint: fingerprint, challenge: z.string().max(200) });
+export const sessionRequestSchema = z.object({
+  name: agentNameSchema,
+  keyFingerprint: fingerprint,
+  challenge: z.string().max(200),
+  /** The agent's fresh X25519 public key (32 bytes, base64): the session key comes sealed for it. */
+  exchangeKey: z.string().max(64),
+});
 export type SessionRequest = z.infer<typeof sessionRequestSchema>;
 
 export const sessionResponseSchema = z.object({
@@ -68,6 +74,9 @@ export const sessionResponseSchema = z.object({
   serverId: z.number().int().positive().nullable(),
   token: z.string().max(200).nullable(),
   expiresInSeconds: z.number().int().nonnegative().nullable(),
+  /** The master's X25519 half and the session key sealed with the exchange (session-crypto.ts). */
+  exchangeKey: z.string().max(64).nullable(),
+  sealedKey: z.string().max(200).nullable(),
   message: z.string().max(1000),
 });
 export type SessionResponse = z.infer<typeof sessionResponseSchema>;

@@ -28,7 +28,12 @@ export interface SessionToken {
 }
 
 export class AgentSessions {
-  constructor(private readonly tokenKey: Buffer, private readonly challengeKey: Buffer) {}
+  constructor(private readonly tokenKey: Buffer, private readonly challengeKey: Buffer, private readonly sessionKeyKey: Buffer) {}
+
+  /** The session's own key (session-crypto.ts), recomputed from its token on every call. */
+  sessionKey(token: string): Buffer {
+    return createHmac('sha256', this.sessionKeyKey).update(`propagator session key v1\n${token}`).digest();
+  }
 
   /** "<unix seconds>.<random>.<mac>": the master's own clock decides its age; the agent's never matters. */
   challenge(now = Date.now()): string {
@@ -50,9 +55,9 @@ export class AgentSessions {
   }
 
   /** Parses "Bearer <token>"; null when it is not shaped like one. */
-  static read(header: string | undefined): SessionToken | null {
-    const match = /^Bearer (\d{1,12})\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(header ?? '');
-    return match ? { serverId: Number(match[1]), expires: Number(match[2]), mac: match[3] as string } : null;
+  static read(header: string | undefined): (SessionToken & { text: string }) | null {
+    const match = /^Bearer ((\d{1,12})\.(\d{1,12})\.([A-Za-z0-9_-]{43}))$/.exec(header ?? '');
+    return match ? { text: match[1] as string, serverId: Number(match[2]), expires: Number(match[3]), mac: match[4] as string } : null;
   }
 
   /** 'ok', or why the token is refused. */

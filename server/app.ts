@@ -1,6 +1,6 @@
 import path from 'node:path';
 import cookieParser from 'cookie-parser';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import { NotFoundError } from '../lib/errors.js';
 import { PROJECT_ROOT } from '../lib/paths.js';
 import { hasConsoleToken, loadSession, requireAdmin, requireCsrf } from './http/auth-middleware.js';
@@ -32,6 +32,21 @@ const SECURITY_HEADERS: Record<string, string> = {
   'Referrer-Policy': 'same-origin',
 };
 
+/** What every request goes through first: its time limits, the request log, the security headers. */
+export function frontMiddleware(config: AppDeps['config'], log: AppDeps['log']): RequestHandler[] {
+  // Over TLS, browsers must never again reach the console over plain HTTP (no subdomains: the
+  // master's name may have siblings that serve HTTP).
+  const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
+  return [
+    requestTimeouts(config.requestTimeoutMs, log),
+    requestLog(log),
+    (_req, res, next) => {
+      res.set(headers);
+      next();
+    },
+  ];
+}
+
 /** Builds the master's express app from its dependencies. It does not listen: main.ts does. */
 export function createApp(deps: AppDeps): Express {
   const { config, db, store, log } = deps;
@@ -41,15 +56,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('views', path.join(PROJECT_ROOT, 'views'));
   app.set('view engine', 'ejs');
 
-  app.use(requestTimeouts(config.requestTimeoutMs, log));
-  app.use(requestLog(log));
-  // Over TLS, browsers must never again reach the console over plain HTTP (no subdomains: the
-  // master's name may have siblings that serve HTTP).
-  const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
-  app.use((_req, res, next) => {
-    res.set(headers);
-    next();
-  });
+  app.use(frontMiddleware(config, log));
   app.use(healthRouter({ db, store }));
   app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log }));
   app.use(cookieParser());

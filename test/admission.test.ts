@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,6 +13,7 @@ import { BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './hel
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { propagator } from './helpers/run.js';
+import { newExchange } from '../lib/session-crypto.js';
 import { SimulatedAgent } from './helpers/simulated-agent.js';
 
 /**
@@ -123,6 +125,7 @@ describe('an impostor holding the enrollment token', () => {
     assert.deepEqual([session.status, (session.body as { state: string }).state, impostor.token], [200, 'pending', null]);
     // Whatever it invents, it cannot speak for print-a.
     impostor.token = `${agent.serverId}.${Math.floor(Date.now() / 1000) + 3600}.${'A'.repeat(43)}`;
+    impostor.sessionKey = randomBytes(32);
     const forged = await impostor.report({ status: impostor.status(), results: [{ commandId: 'aaaaaaaa-0000', state: 'succeeded', message: 'installed', versionBefore: '6.1.0', versionAfter: '9.9', startedAt: new Date().toISOString(), finishedAt: new Date().toISOString() }] });
     assert.deepEqual([forged.status, forged.body], [401, { error: 'The agent session is not valid (the server was removed, or its key changed); open a new one' }]);
     const row = await d.m.db.get<{ key_fingerprint: string }>('SELECT key_fingerprint FROM servers WHERE id = ?', [agent.serverId]);
@@ -178,7 +181,7 @@ describe('a reinstalled machine', () => {
     const stolen = new SimulatedAgent(d.master.url, 'print-re');
     Object.assign(stolen, { privateKey: (await import('node:crypto')).createPrivateKey(oldKey), fingerprint: keyFingerprint(oldKey) });
     const challenge = await stolen.call('GET', '/api/agent/challenge');
-    const session = await stolen.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'print-re', keyFingerprint: stolen.fingerprint, challenge: (challenge.body as { challenge: string }).challenge }), prove: true });
+    const session = await stolen.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'print-re', keyFingerprint: stolen.fingerprint, challenge: (challenge.body as { challenge: string }).challenge, exchangeKey: newExchange().publicRaw }), prove: true });
     assert.equal(session.status, 401, 'the old key opens nothing');
   });
 });

@@ -7,10 +7,11 @@ import { after, before, describe, it } from 'node:test';
 import { toAgentCommand } from '../server/services/agent-service.js';
 import { startAgentProcess } from './helpers/agent-process.js';
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
-import { createTestMaster, listenMaster } from './helpers/master.js';
+import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { ROOT, run } from './helpers/run.js';
+import { newExchange } from '../lib/session-crypto.js';
 import { SimulatedAgent } from './helpers/simulated-agent.js';
 import { startTamperingProxy, type Tampering } from './helpers/tampering-proxy.js';
 
@@ -190,13 +191,28 @@ describe('strangers on the agent API', () => {
     // The thief knows the name and the public fingerprint, not the private key.
     Object.assign(thief, { masterKey: real.masterKey });
     const challenge = await thief.call('GET', '/api/agent/challenge');
-    const claim = JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: (challenge.body as { challenge: string }).challenge });
+    const claim = JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: (challenge.body as { challenge: string }).challenge, exchangeKey: newExchange().publicRaw });
     const refused = await thief.call('POST', '/api/agent/session', { body: claim, prove: true });
     assert.equal(refused.status, 401);
     assert.deepEqual(refused.body, { error: 'This agent is not a server of the domain: it was removed from the console, or "keyed-1" was accepted with another key; enroll it again with an enrollment token' });
-    const stale = await real.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: `${Math.floor(Date.now() / 1000) - 600}.${'a'.repeat(16)}.${'b'.repeat(43)}` }), prove: true });
+    const stale = await real.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: `${Math.floor(Date.now() / 1000) - 600}.${'a'.repeat(16)}.${'b'.repeat(43)}`, exchangeKey: newExchange().publicRaw }), prove: true });
     assert.deepEqual([stale.status, stale.body], [401, { error: 'The session challenge is stale or was not made by this master; ask for a new one' }]);
     assert.equal((await real.report(undefined)).status, 200, 'the real agent is unaffected');
+  });
+
+  it('cannot use a session token overheard on the network without the session key', async () => {
+    const real = await new SimulatedAgent(d.master.url, 'overheard-1').join(TOKEN);
+    const listener = new SimulatedAgent(d.master.url, 'overheard-1');
+    // What a listener on plain HTTP sees: the token and the agent's public fingerprint, never the key.
+    Object.assign(listener, { token: real.token, sessionKey: randomBytes(32), fingerprint: real.fingerprint });
+    const forged = await listener.report({ status: listener.status({ version: '9.9.9' }), results: [] });
+    assert.deepEqual([forged.status, forged.body], [401, { error: 'This call does not carry the session\'s MAC (a session token alone is not enough); open a new session' }]);
+    const download = await listener.call('GET', `/api/agent/packages/${'a'.repeat(64)}`, { session: true });
+    assert.equal(download.status, 401);
+    await new Promise((r) => setTimeout(r, 1200));
+    const view = (await fetch(`${d.master.url}/api/servers`, { headers: { authorization: BASIC } }).then((r) => r.json()) as { name: string; version: string }[]).find((s) => s.name === 'overheard-1');
+    assert.equal(view?.version, '6.1.0', 'the forged version was not recorded');
+    assert.equal((await real.report(undefined)).signed, true, 'the real agent goes on, its answers MAC\'d');
   });
 
   it('get at most 10 enrollment guesses answered per address, however many they send at once', async () => {

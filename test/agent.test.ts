@@ -190,7 +190,7 @@ describe('mailbox mode', () => {
     const pkgId = await upload(await makeRelease(work, pki.good.rsa, '6.9.0'));
     const stored = await m.services.packages.get(pkgId);
     const other = await new SimulatedAgent(master.url, 'not-assigned').join(TOKEN);
-    const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', other.authorization).expect(403);
+    const res = await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set(other.sessionHeaders('GET', `/api/agent/packages/${stored.sha256}`)).expect(403);
     assert.deepEqual(res.body, { error: 'This package is not assigned to this server' });
     await supertest(m.app).get(`/api/agent/packages/${stored.sha256}`).set('Authorization', BASIC).expect(401);
   });
@@ -201,10 +201,9 @@ describe('mailbox mode', () => {
     const pkgId = await upload(file);
     const { sha256 } = await m.services.packages.get(pkgId);
     const reader = await new SimulatedAgent(master.url, 'range-reader').join(TOKEN, { version: '6.0.0' });
-    const auth = reader.authorization;
     await m.services.commands.enqueue({ serverId: reader.serverId as number, type: 'propagate', packageId: pkgId });
     const get = (range?: string) => {
-      const req = supertest(m.app).get(`/api/agent/packages/${sha256}`).set('Authorization', auth).buffer(true).parse((res, done) => {
+      const req = supertest(m.app).get(`/api/agent/packages/${sha256}`).set(reader.sessionHeaders('GET', `/api/agent/packages/${sha256}`)).buffer(true).parse((res, done) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => done(null, Buffer.concat(chunks)));

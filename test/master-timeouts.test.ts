@@ -50,7 +50,8 @@ after(async () => {
  * The credentials of an agent allowed to download the package: enrolled through the API, then
  * given the package by a propagate operation. The agent API is being redesigned: adapt this only.
  */
-async function agentDownloadAuthorization(packageId: number): Promise<string> {
+/** The headers of a download by an agent the package is assigned to (its session, a MAC'd call). */
+async function agentDownloadHeaders(packageId: number, sha256: string): Promise<Record<string, string>> {
   const agent = await new SimulatedAgent(master.url, 'slow-reader').join(ENROLL_TOKEN);
   const operation = await fetch(`${master.url}/api/operations`, {
     method: 'POST',
@@ -58,7 +59,7 @@ async function agentDownloadAuthorization(packageId: number): Promise<string> {
     body: JSON.stringify({ action: 'propagate', package: packageId, servers: [agent.serverId] }),
   });
   assert.equal(operation.status, 202, await operation.clone().text());
-  return agent.authorization;
+  return agent.sessionHeaders('GET', `/api/agent/packages/${sha256}`);
 }
 
 /** A raw connection to the master, with what it received and when it was closed. */
@@ -125,8 +126,8 @@ describe('HTTP timeouts of a real master process', () => {
   });
 
   it('closes a package download that its client stopped reading, and releases the file', { timeout: 60_000 }, async () => {
-    const authorization = await agentDownloadAuthorization(bigPackage.id);
-    const request = http.get(`${master.url}/api/agent/packages/${bigPackage.sha256}`, { headers: { authorization } });
+    const headers = await agentDownloadHeaders(bigPackage.id, bigPackage.sha256);
+    const request = http.get(`${master.url}/api/agent/packages/${bigPackage.sha256}`, { headers });
     request.on('error', () => undefined);
     const response = await new Promise<http.IncomingMessage>((resolve) => request.on('response', resolve));
     assert.equal(response.statusCode, 200);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,9 +13,9 @@ import { MasterClient } from '../agent/master-client.js';
 import { ReleaseManager } from '../agent/release-manager.js';
 import { ReportLoop, withJitter } from '../agent/report-loop.js';
 import { Stager } from '../agent/stager.js';
-import { newNonce, NONCE_HEADER } from '../lib/agent-keys.js';
 import type { AgentStatus } from '../lib/agent-protocol.js';
 import { signAnswer } from '../lib/request-signing.js';
+import { macAnswer, sealSessionKey } from '../lib/session-crypto.js';
 import { memoryLogger } from '../lib/logger.js';
 import { BASIC, createTestMaster, listenMaster } from './helpers/master.js';
 import { makeRelease } from './helpers/releases.js';
@@ -57,7 +57,7 @@ async function setup(name: string, overrides: { mailboxSessionsPerMinute?: numbe
   const loop = new ReportLoop(config, { client, runner, status, log });
   /** A report made by hand with this agent's session, as the agent would send it. */
   const post = async (body: string | Blob, headers: Record<string, string> = { 'content-type': 'application/json' }) => fetch(`${served.url}/api/agent/report`, {
-    method: 'POST', body, headers: { authorization: await client.authorization(), [NONCE_HEADER]: newNonce(), ...headers },
+    method: 'POST', body, headers: { ...client.sessionHeaders(await client.liveSession(), 'POST', 'api/agent/report', typeof body === 'string' ? body : '').headers, ...headers },
   });
   return { m, served, loop, runner, serverId, log, data, post, close: async () => { await runner.idle(); await served.close(); await m.cleanup(); } };
 }
@@ -195,18 +195,29 @@ describe('answers the agent cannot use', () => {
    */
   async function fakeMaster(answers: { status: number; body: string; sign: 'master' | 'none' | 'intruder' }[]) {
     const masterKey = generateKeyPairSync('ed25519');
-    const intruderKey = generateKeyPairSync('ed25519').privateKey;
+    const sessionKey = randomBytes(32);
+    const intruderKey = randomBytes(32);
     const server = http.createServer((req, res) => {
-      req.resume();
-      const nonce = String(req.headers['x-propagator-nonce']);
-      const agent = String(req.headers['x-propagator-agent-key']);
-      const path = (req.url ?? '').replace(/\?.*$/, '');
-      const answer = path === '/api/agent/challenge' ? { status: 200, body: JSON.stringify({ challenge: 'c' }), sign: 'master' as const }
-        : path === '/api/agent/session' ? { status: 200, body: JSON.stringify({ state: 'accepted', serverId: 1, token: 't', expiresInSeconds: 3600, message: '' }), sign: 'master' as const }
-        : answers.shift() ?? { status: 500, body: '', sign: 'master' as const };
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (answer.sign !== 'none') headers['x-propagator-signature'] = signAnswer(answer.sign === 'master' ? masterKey.privateKey : intruderKey, { status: answer.status, path, agent, nonce, body: answer.body });
-      res.writeHead(answer.status, headers).end(answer.body);
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const nonce = String(req.headers['x-propagator-nonce']);
+        const agent = String(req.headers['x-propagator-agent-key']);
+        const path = (req.url ?? '').replace(/\?.*$/, '');
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (path === '/api/agent/challenge') return res.writeHead(200, headers).end(JSON.stringify({ challenge: 'c' }));
+        if (path === '/api/agent/session') {
+          // A session as the master opens one: signed, with the session key sealed for the agent.
+          const { exchangeKey } = JSON.parse(Buffer.concat(chunks).toString()) as { exchangeKey: string };
+          const sealed = sealSessionKey(exchangeKey, 't.1.x', sessionKey);
+          const body = JSON.stringify({ state: 'accepted', serverId: 1, token: 't.1.x', expiresInSeconds: 3600, ...sealed, message: '' });
+          headers['x-propagator-signature'] = signAnswer(masterKey.privateKey, { status: 200, path, agent, nonce, body });
+          return res.writeHead(200, headers).end(body);
+        }
+        const answer = answers.shift() ?? { status: 500, body: '', sign: 'master' as const };
+        if (answer.sign !== 'none') headers['x-propagator-answer-mac'] = macAnswer(answer.sign === 'master' ? sessionKey : intruderKey, { status: answer.status, path, agent, nonce, body: answer.body });
+        res.writeHead(answer.status, headers).end(answer.body);
+      });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const data = path.join(work, `fake-${Math.random().toString(36).slice(2)}`);
@@ -241,13 +252,13 @@ describe('answers the agent cannot use', () => {
     const fake = await fakeMaster([
       { status: 200, body: forged, sign: 'none' },
       { status: 200, body: forged, sign: 'intruder' },
-      { status: 401, body: JSON.stringify({ error: 'you are removed' }), sign: 'none' },
+      { status: 403, body: JSON.stringify({ error: 'this package is not yours' }), sign: 'none' },
     ]);
     try {
       const unsigned = 'the master\'s answer (200) is not signed with the master\'s key: ignored (is something between this agent and the master?)';
       assert.equal(await failure(fake.client.report(status, [])), unsigned);
       assert.equal(await failure(fake.client.report(status, [])), unsigned, 'signed by another key');
-      assert.equal(await failure(fake.client.report(status, [])), unsigned.replace('(200)', '(401)'), 'a forged refusal changes nothing either');
+      assert.equal(await failure(fake.client.report(status, [])), unsigned.replace('(200)', '(403)'), 'a forged refusal changes nothing either');
     } finally {
       fake.close();
     }

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
 import { SIGNATURE_HEADER, signAnswer } from '../../lib/request-signing.js';
+import { ANSWER_MAC_HEADER, macAnswer } from '../../lib/session-crypto.js';
 import { BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError } from '../errors.js';
 
 /**
@@ -69,9 +70,15 @@ export function sendAgentJson(res: Response, status: number, body: unknown): voi
   res.end(text);
 }
 
-/** Who an answer is for: its signature binds it to this agent and to the request it answers. */
+/**
+ * Who an answer is for: its signature (or, within a session, its MAC) binds it to this agent and
+ * to the request it answers.
+ */
 export interface AnswerContext {
-  key: KeyObject;
+  /** Outside sessions (enrollment, session opening): the master's Ed25519 key signs. */
+  key?: KeyObject;
+  /** Within a session: the session key MACs (session-crypto.ts). */
+  mac?: Buffer;
   path: string;
   /** The agent's key fingerprint. */
   agent: string;
@@ -79,11 +86,13 @@ export interface AnswerContext {
   nonce: string;
 }
 
-/** An answer to an agent, signed with the master's key over the status, route, agent, nonce and body. */
+/** An answer to an agent, signed (or MAC'd in a session) over the status, route, agent, nonce and body. */
 export function sendSignedAgentJson(res: Response, status: number, body: unknown, to: AnswerContext | null): void {
-  if (to) {
+  if (to && (to.key || to.mac)) {
     const text = JSON.stringify(body);
-    res.setHeader(SIGNATURE_HEADER, signAnswer(to.key, { status, path: to.path, agent: to.agent, nonce: to.nonce, body: text }));
+    const parts = { status, path: to.path, agent: to.agent, nonce: to.nonce, body: text };
+    if (to.mac) res.setHeader(ANSWER_MAC_HEADER, macAnswer(to.mac, parts));
+    else if (to.key) res.setHeader(SIGNATURE_HEADER, signAnswer(to.key, parts));
     res.statusCode = status;
     res.setHeader('Content-Type', 'application/json; charset=utf-8');
     res.setHeader('Content-Length', Buffer.byteLength(text));

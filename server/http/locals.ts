@@ -18,6 +18,10 @@ declare global {
       agentRawBody?: Buffer;
       /** Whom the answer to an agent call is for, once known: it is then signed. */
       agentAnswer?: import('./agent-json.js').AnswerContext;
+      /** The nonce and key an agent call named: what its answer is bound to. */
+      agentCall?: { path: string; nonce: string; agent: string };
+      /** The key of the agent's session (its calls and answers carry MACs with it). */
+      agentSessionKey?: Buffer;
       /** The server an agent call authenticated as. */
       agentServer?: import('../domain.js').SlaveRecord;
       /** How an enrollment authenticated (checked before its body is read). */

@@ -1,10 +1,11 @@
-import { Router, type ErrorRequestHandler, type RequestHandler } from 'express';
+import { Router, type ErrorRequestHandler, type RequestHandler, type Response } from 'express';
 import { agentRequestSignatureMatches, AGENT_SIGNATURE_HEADER, NONCE_HEADER, NONCE_PATTERN, parseAgentPublicKey } from '../../lib/agent-keys.js';
 import { enrollRequestSchema, reportRequestSchema, sessionRequestSchema } from '../../lib/agent-protocol.js';
 import { ValidationError, errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { AuthenticationError, ForbiddenError } from '../errors.js';
-import { agentJsonBody, sendSignedAgentJson } from '../http/agent-json.js';
+import { agentJsonBody, sendAgentJson, sendSignedAgentJson, type AnswerContext } from '../http/agent-json.js';
+import { CALL_MAC_HEADER, callMacMatches } from '../../lib/session-crypto.js';
 import { describeError } from '../http/error-handler.js';
 import { FailureGate } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
@@ -34,7 +35,8 @@ export interface AgentRouterDeps {
 /**
  * /api/agent/*: what agents call, with their own credentials (never the admin's). Credentials are
  * checked from the headers before any body is read, so a stranger's request costs the master its
- * headers only. Every answer is signed for the agent and the nonce it sent (request-signing.ts).
+ * headers only. Answers are bound to the agent and the nonce it sent: signed with the master's key
+ * outside sessions (enrollment, session opening), MAC'd with the session key within them.
  */
 export function agentRouter(deps: AgentRouterDeps): Router {
   const { agents, admission, store, key, log } = deps;
@@ -46,28 +48,53 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     message: 'Too many failed enrollments from this address; wait 15 minutes and try again',
   });
 
-  /** Every call carries a fresh nonce and names the agent's key: the answer is signed over both. */
-  const answerContext: RequestHandler = async (req, res, next) => {
+  /** Every call carries a fresh nonce and names the agent's key: an answer is bound to both. */
+  const callContext: RequestHandler = (req, res, next) => {
     const nonce = req.get(NONCE_HEADER);
     const agent = req.get(AGENT_KEY_HEADER);
     if (!nonce || !NONCE_PATTERN.test(nonce)) throw new ValidationError(`Agent calls carry a fresh nonce (${NONCE_HEADER}: 16 to 64 base64url characters)`);
-    if (deps.signAnswers !== false) res.locals.agentAnswer = { key: (await key()).privateKey, path: req.path, agent: agent && FINGERPRINT.test(agent) ? agent : '-', nonce };
+    res.locals.agentCall = { path: req.path, nonce, agent: agent && FINGERPRINT.test(agent) ? agent : '-' };
+    // Within a session, answers carry the session's MAC, for that server's key.
+    const server = res.locals.agentServer;
+    const sessionKey = res.locals.agentSessionKey;
+    if (server && sessionKey && deps.signAnswers !== false) res.locals.agentAnswer = { ...res.locals.agentCall, agent: server.keyFingerprint ?? '-', mac: sessionKey };
     next();
   };
 
-  /** The session token, checked before the body is read; the answer is then for that server's key. */
+  /** Answers outside a session are signed with the master's key (errors included, for sessions). */
+  const signedByMaster = async (res: Response, agent?: string): Promise<AnswerContext | null> => {
+    const call = res.locals.agentCall;
+    if (!call || deps.signAnswers === false) return null;
+    return { ...call, agent: agent ?? call.agent, key: (await key()).privateKey };
+  };
+
+  /**
+   * The session token, checked first, before the body is read; from then on every answer carries
+   * a MAC with the session key, and the call itself must carry one (checked once the body is in).
+   */
   const authenticated: RequestHandler = async (req, res, next) => {
-    const server = await agents.authenticate(req.get('authorization'));
+    const { server, sessionKey } = await agents.authenticate(req.get('authorization'));
     res.locals.agentServer = server;
-    if (res.locals.agentAnswer) res.locals.agentAnswer = { ...res.locals.agentAnswer, agent: server.keyFingerprint ?? '-' };
+    res.locals.agentSessionKey = sessionKey;
     next();
   };
 
-  router.get('/api/agent/challenge', answerContext, async (_req, res) => {
-    sendSignedAgentJson(res, 200, { challenge: await agents.challenge() }, res.locals.agentAnswer ?? null);
+  /** The call's MAC: a session token overheard on the network is worth nothing without the session key. */
+  const callMacChecked: RequestHandler = (req, res, next) => {
+    const sessionKey = res.locals.agentSessionKey;
+    const body = res.locals.agentRawBody ?? Buffer.alloc(0);
+    if (!sessionKey || !callMacMatches(sessionKey, { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body }, req.get(CALL_MAC_HEADER))) {
+      throw new AuthenticationError('This call does not carry the session\'s MAC (a session token alone is not enough); open a new session');
+    }
+    next();
+  };
+
+  // The challenge is not signed: a forged one only makes the session it is used for fail.
+  router.get('/api/agent/challenge', callContext, async (_req, res) => {
+    sendAgentJson(res, 200, { challenge: await agents.challenge() });
   });
 
-  router.post('/api/agent/enroll', answerContext, async (req, res, next) => {
+  router.post('/api/agent/enroll', callContext, async (req, res, next) => {
     const address = req.ip ?? req.socket.remoteAddress ?? 'unknown';
     enrollGate.assertOpen(address);
     try {
@@ -92,7 +119,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
       throw new AuthenticationError('The enrollment is not signed with the key it presents (the agent must prove it holds its key)');
     }
     const outcome = await admission.enroll(credential, request, req.ip ?? req.socket.remoteAddress ?? null);
-    const context = res.locals.agentAnswer ? { ...res.locals.agentAnswer, agent: outcome.keyFingerprint } : null;
+    const context = await signedByMaster(res, outcome.keyFingerprint);
     if (outcome.state === 'rejected') {
       sendSignedAgentJson(res, 403, { error: `The administrator rejected this server: ${outcome.message}` }, context);
       return;
@@ -101,18 +128,20 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     sendSignedAgentJson(res, outcome.state === 'accepted' ? 201 : 202, body, context);
   });
 
-  router.post('/api/agent/session', answerContext, agentJsonBody(4 * 1024), async (req, res) => {
+  router.post('/api/agent/session', callContext, async (_req, res, next) => {
+    res.locals.agentAnswer = (await signedByMaster(res)) ?? undefined;
+    next();
+  }, agentJsonBody(4 * 1024), async (req, res) => {
     const request = parse(sessionRequestSchema, req.body);
     const proof = { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body: res.locals.agentRawBody ?? Buffer.alloc(0), signature: req.get(AGENT_SIGNATURE_HEADER) };
     const answer = await agents.openSession(request, proof);
-    const context = res.locals.agentAnswer ? { ...res.locals.agentAnswer, agent: request.keyFingerprint } : null;
-    sendSignedAgentJson(res, 200, answer, context);
+    sendSignedAgentJson(res, 200, answer, await signedByMaster(res, request.keyFingerprint));
   });
 
-  router.post('/api/agent/report', answerContext, authenticated, (_req, res, next) => {
+  router.post('/api/agent/report', authenticated, callContext, (_req, res, next) => {
     if (res.locals.agentServer?.mode === 'mailbox') agents.admitMailboxSession();
     next();
-  }, agentJsonBody(1024 * 1024), async (req, res) => {
+  }, agentJsonBody(1024 * 1024), callMacChecked, async (req, res) => {
     const server = res.locals.agentServer;
     if (!server) throw new AuthenticationError('Agent session required');
     const body = parse(reportRequestSchema, req.body);
@@ -120,8 +149,8 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   });
 
   // The package itself is not signed here: its own signature and the digest the signed command
-  // announced are what the agent checks, byte by byte as it arrives.
-  router.get('/api/agent/packages/:sha256', authenticated, async (req, res) => {
+  // announced are what the agent checks, byte by byte as it arrives. Refusals are MAC'd.
+  router.get('/api/agent/packages/:sha256', authenticated, callContext, callMacChecked, async (req, res) => {
     const server = res.locals.agentServer;
     const sha256 = String(req.params.sha256);
     if (!server || !/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { agentRequestSignatureMatches, parseAgentPublicKey } from '../../lib/agent-keys.js';
 import type { AgentCommand, AgentStatus, CommandResult, ReportResponse, SessionRequest, SessionResponse } from '../../lib/agent-protocol.js';
-import { errorMessage } from '../../lib/errors.js';
+import { errorMessage, ValidationError } from '../../lib/errors.js';
+import { sealSessionKey } from '../../lib/session-crypto.js';
 import type { Logger } from '../../lib/logger.js';
 import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
@@ -67,7 +68,7 @@ export class AgentService extends EventEmitter {
   private async sessionKeys(): Promise<AgentSessions> {
     if (!this.sessions) {
       const { privateKey } = await this.key();
-      this.sessions = new AgentSessions(deriveKey(privateKey, 'agent-session'), deriveKey(privateKey, 'enroll-challenge'));
+      this.sessions = new AgentSessions(deriveKey(privateKey, 'agent-session'), deriveKey(privateKey, 'enroll-challenge'), deriveKey(privateKey, 'agent-session-key'));
     }
     return this.sessions;
   }
@@ -94,27 +95,33 @@ export class AgentService extends EventEmitter {
     if (server && known) {
       this.identities.set(server.id, server);
       const { token, expiresInSeconds } = sessions.issue(server.id, request.keyFingerprint);
-      return { state: 'accepted', serverId: server.id, token, expiresInSeconds, message: 'session opened' };
+      const sealed = sealSessionKey(request.exchangeKey, token, sessions.sessionKey(token));
+      if (!sealed) throw new ValidationError('The session exchange key must be an X25519 public key (32 bytes, base64)');
+      return { state: 'accepted', serverId: server.id, token, expiresInSeconds, ...sealed, message: 'session opened' };
     }
     const state = asked?.state ?? 'pending';
     return {
-      state, serverId: null, token: null, expiresInSeconds: null,
+      state, serverId: null, token: null, expiresInSeconds: null, exchangeKey: null, sealedKey: null,
       message: state === 'rejected' ? 'the administrator rejected this server' : `waiting for the administrator to accept "${request.name}" (New servers); key fingerprint ${request.keyFingerprint}`,
     };
   }
 
-  /** "Bearer <session token>" → the slave, or a 401 that says what to do. Reads no body and, mostly, no database. */
-  async authenticate(header: string | undefined): Promise<SlaveRecord> {
+  /**
+   * "Bearer <session token>" → the slave and the session's key (its calls and answers carry MACs
+   * with it), or a 401 that says what to do. Reads no body and, mostly, no database.
+   */
+  async authenticate(header: string | undefined): Promise<{ server: SlaveRecord; sessionKey: Buffer }> {
     const token = AgentSessions.read(header);
     if (!token) throw new AuthenticationError('Agent session required (Authorization: Bearer <session token>)');
     const server = this.identities.get(token.serverId) ?? (await this.servers.findById(token.serverId));
     if (server) this.identities.set(server.id, server);
-    const verdict = server?.keyFingerprint ? (await this.sessionKeys()).check(token, server.keyFingerprint) : 'invalid';
+    const sessions = await this.sessionKeys();
+    const verdict = server?.keyFingerprint ? sessions.check(token, server.keyFingerprint) : 'invalid';
     if (verdict !== 'ok' || !server) {
       if (verdict === 'invalid') this.log.warn('agent session refused', { serverId: token.serverId });
       throw new AuthenticationError(verdict === 'expired' ? 'The agent session expired; open a new one' : 'The agent session is not valid (the server was removed, or its key changed); open a new one');
     }
-    return server;
+    return { server, sessionKey: sessions.sessionKey(token.text) };
   }
 
   /** Loads which servers have open work (once, at start). */

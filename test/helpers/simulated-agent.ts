@@ -2,6 +2,7 @@ import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { AGENT_SIGNATURE_HEADER, generateAgentKey, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../../lib/agent-keys.js';
 import type { AgentStatus } from '../../lib/agent-protocol.js';
 import { answerSignatureMatches, SIGNATURE_HEADER } from '../../lib/request-signing.js';
+import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, macCall, newExchange, openSessionKey } from '../../lib/session-crypto.js';
 
 export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
 
@@ -26,6 +27,8 @@ export class SimulatedAgent {
   masterKey: KeyObject | null = null;
   serverId: number | null = null;
   token: string | null = null;
+  /** The session key (session-crypto.ts): calls and answers within the session carry MACs with it. */
+  sessionKey: Buffer | null = null;
 
   constructor(readonly url: string, readonly name: string, readonly extra: Partial<AgentStatus> = {}) {
     const key = generateAgentKey();
@@ -38,10 +41,16 @@ export class SimulatedAgent {
     return { name: this.name, mode: 'mailbox', address: null, product: 'watchdoc', version: '6.1.0', staged: [], freeDiskBytes: null, ...this.extra, ...overrides };
   }
 
-  /** One call as agents make them: a fresh nonce, the agent's key named, optionally its proof. */
-  async call(method: 'GET' | 'POST', route: string, options: { body?: string; headers?: Record<string, string>; prove?: boolean; nonce?: string } = {}): Promise<AgentAnswer> {
+  /** The headers of a call within the session: its token, a fresh nonce, the agent's key, the call's MAC. */
+  sessionHeaders(method: 'GET' | 'POST', route: string, body = '', nonce = newNonce()): Record<string, string> {
+    if (!this.token || !this.sessionKey) throw new Error(`${this.name} has no session`);
+    return { authorization: `Bearer ${this.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, [CALL_MAC_HEADER]: macCall(this.sessionKey, { method, path: route, nonce, body }) };
+  }
+
+  /** One call as agents make them: a fresh nonce, the agent's key named, optionally its proof or its session. */
+  async call(method: 'GET' | 'POST', route: string, options: { body?: string; headers?: Record<string, string>; prove?: boolean; nonce?: string; session?: boolean } = {}): Promise<AgentAnswer> {
     const nonce = options.nonce ?? newNonce();
-    const headers: Record<string, string> = { [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, ...options.headers };
+    const headers: Record<string, string> = { [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, ...(options.session ? this.sessionHeaders(method, route, options.body ?? '', nonce) : {}), ...options.headers };
     if (options.body !== undefined) headers['content-type'] ??= 'application/json';
     if (options.prove) headers[AGENT_SIGNATURE_HEADER] = signAgentRequest(this.privateKey, { method, path: route, nonce, body: options.body ?? '' });
     const res = await fetch(`${this.url}${route}`, { method, headers, body: options.body });
@@ -54,7 +63,10 @@ export class SimulatedAgent {
       }
     })();
     const key = this.masterKey ?? keyFromBody(body);
-    const signed = key !== null && answerSignatureMatches(key, { status: res.status, path: route, agent: this.fingerprint, nonce, body: text }, res.headers.get(SIGNATURE_HEADER) ?? undefined);
+    const parts = { status: res.status, path: route, agent: this.fingerprint, nonce, body: text };
+    const signed = options.session && this.sessionKey
+      ? answerMacMatches(this.sessionKey, parts, res.headers.get(ANSWER_MAC_HEADER) ?? undefined)
+      : key !== null && answerSignatureMatches(key, parts, res.headers.get(SIGNATURE_HEADER) ?? undefined);
     return { status: res.status, body, text, signed, headers: res.headers };
   }
 
@@ -69,11 +81,13 @@ export class SimulatedAgent {
   /** Signs a fresh challenge; keeps the token when the server is accepted. */
   async openSession(): Promise<AgentAnswer> {
     const challenge = await this.call('GET', '/api/agent/challenge');
+    const exchange = newExchange();
     const answer = await this.call('POST', '/api/agent/session', {
-      body: JSON.stringify({ name: this.name, keyFingerprint: this.fingerprint, challenge: (challenge.body as { challenge: string }).challenge }), prove: true,
+      body: JSON.stringify({ name: this.name, keyFingerprint: this.fingerprint, challenge: (challenge.body as { challenge: string }).challenge, exchangeKey: exchange.publicRaw }), prove: true,
     });
-    const body = answer.body as { token?: string | null; serverId?: number | null } | null;
+    const body = answer.body as { token?: string | null; serverId?: number | null; exchangeKey?: string | null; sealedKey?: string | null } | null;
     this.token = body?.token ?? null;
+    this.sessionKey = this.token && body?.exchangeKey && body.sealedKey ? openSessionKey(exchange.privateKey, body.exchangeKey, this.token, body.sealedKey) : null;
     if (typeof body?.serverId === 'number') this.serverId = body.serverId;
     return answer;
   }
@@ -85,7 +99,7 @@ export class SimulatedAgent {
 
   report(body: unknown, headers: Record<string, string> = {}): Promise<AgentAnswer> {
     const text = typeof body === 'string' ? body : JSON.stringify(body ?? { status: this.status(), results: [] });
-    return this.call('POST', '/api/agent/report', { body: text, headers: { authorization: this.authorization, ...headers } });
+    return this.call('POST', '/api/agent/report', { body: text, headers, session: true });
   }
 
   /** Enrolls (accepted at once: auto-accept or a one-time token) and opens a session. */

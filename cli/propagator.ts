@@ -45,7 +45,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return first === undefined ? 2 : 0;
   }
   if (first === '--version') {
-    io.out('propagator 0.1.0');
+    io.out('propagator 0.2.0');
     return 0;
   }
   // Two-word commands ("package build") first, then one-word ones ("master").

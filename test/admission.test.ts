@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -9,7 +9,7 @@ import supertest from 'supertest';
 import { keyFingerprint } from '../lib/agent-keys.js';
 import { runAgentToExit, spawnAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
-import { BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './helpers/master.js';
+import { addServerRow, BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './helpers/master.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { propagator } from './helpers/run.js';
@@ -183,6 +183,25 @@ describe('a reinstalled machine', () => {
     const challenge = await stolen.call('GET', '/api/agent/challenge');
     const session = await stolen.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'print-re', keyFingerprint: stolen.fingerprint, challenge: (challenge.body as { challenge: string }).challenge, exchangeKey: newExchange().publicRaw }), prove: true });
     assert.equal(session.status, 401, 'the old key opens nothing');
+  });
+});
+
+describe('an agent of 0.1 (a shared secret, no key)', () => {
+  it('must enroll again with a token, and gets its server back once the administrator accepts its key', async () => {
+    // The server as migration 5 left it: accepted, no key.
+    const id = await addServerRow(d.m.db, 'print-old');
+    await d.m.db.run('UPDATE servers SET public_key = NULL, key_fingerprint = NULL WHERE id = ?', [id]);
+    const { data, args } = agentArgs('print-old');
+    await mkdir(data, { recursive: true, mode: 0o700 });
+    await writeFile(path.join(data, 'identity.json'), JSON.stringify({ serverId: id, secret: 's'.repeat(43), masterPublicKey: (await d.m.services.masterKey()).publicPem, name: 'print-old', masterUrl: d.master.url, enrolledAt: new Date().toISOString() }), { mode: 0o600 });
+    const without = await runAgentToExit(args);
+    assert.equal(without.code, 2);
+    assert.match(without.output, /propagator: this agent enrolled before agents had keys: enroll it again with an enrollment token \(PROPAGATOR_ENROLL_TOKEN or --enroll-token-file\); the administrator accepts its new key in New servers/);
+    const starting = spawn('print-old');
+    await waitFor(async () => (await pending()).some((r) => r.name === 'print-old'), 15_000, 'its new key to ask');
+    const request = (await pending()).find((r) => r.name === 'print-old') as RequestJson;
+    await api().post(`/api/servers/requests/${request.id}/accept`).set('Authorization', BASIC).expect(200);
+    assert.equal((await starting.started).serverId, id, 'the same server, its history kept');
   });
 });
 

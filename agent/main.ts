@@ -8,6 +8,7 @@ import type { AgentStatus, EnrollResponse } from '../lib/agent-protocol.js';
 import { ConfigurationError, errorMessage } from '../lib/errors.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { createAgentApp } from './agent-server.js';
+import { NonceCache } from './nonce-cache.js';
 import { CommandRunner } from './command-runner.js';
 import type { AgentConfig } from './config.js';
 import { loadAgentKey, loadIdentity, saveIdentity, type AgentKey, type Identity } from './identity.js';
@@ -57,8 +58,8 @@ async function awaitAcceptance(client: MasterClient, config: Readonly<AgentConfi
       told = true;
     } catch (err) {
       if (err instanceof ConfigurationError) throw err;
-      if (err instanceof RefusedError) throw new ConfigurationError(`the master does not know this agent any more: ${err.message}`);
-      log.warn('cannot ask the master about this server yet; retrying', { error: errorMessage(err) });
+      // A refusal is not final here: only a signed "rejected" is (anyone on the network can refuse).
+      log.warn(err instanceof RefusedError ? 'the master refused this agent; asking again' : 'cannot ask the master about this server yet; retrying', { error: errorMessage(err) });
     }
     if (signal.stopped) throw new ConfigurationError('stopped while waiting for the administrator');
     await new Promise((r) => setTimeout(r, withJitter(delay)));
@@ -112,7 +113,13 @@ export async function startAgent(config: Readonly<AgentConfig>, options: { log?:
   });
 
   if (config.mode === 'bidirectional') {
-    server = http.createServer(createAgentApp({ identity: () => identity, runner, status, log }));
+    const nonces = new NonceCache(path.join(config.dataDir, 'seen-nonces.json'));
+    await nonces.load();
+    server = http.createServer(createAgentApp({ identity: () => identity, runner, status, log, nonces }));
+    // Only the master calls here, with small signed requests: slow or idle strangers are cut early.
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    server.keepAliveTimeout = 5_000;
     await new Promise<void>((resolve, reject) => {
       server?.once('error', reject);
       server?.listen(config.port, config.host, () => resolve());

@@ -8,7 +8,7 @@ import {
   type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse, type SessionResponse,
 } from '../lib/agent-protocol.js';
 import { answerSignatureMatches, SIGNATURE_HEADER } from '../lib/request-signing.js';
-import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, macCall, newExchange, openSessionKey } from '../lib/session-crypto.js';
+import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, CALL_TIME_HEADER, macCall, newExchange, openSessionKey } from '../lib/session-crypto.js';
 import type { AgentKey } from './identity.js';
 import { errorForStatus, masterMessage, NotAcceptedError, RefusedError, unreachable, UnsignedAnswerError } from './master-errors.js';
 import { readText, request } from './master-http.js';
@@ -25,6 +25,8 @@ export interface Session {
   key: Buffer;
   serverId: number;
   renewAt: number;
+  /** The master's clock minus this agent's, learnt at opening: calls are stamped in master time. */
+  clockOffset: number;
 }
 
 interface CallOptions<T> {
@@ -97,7 +99,10 @@ export class MasterClient {
       if (answer.state === 'accepted' && answer.token && answer.serverId !== null) {
         const sessionKey = answer.exchangeKey && answer.sealedKey ? openSessionKey(exchange.privateKey, answer.exchangeKey, answer.token, answer.sealedKey) : null;
         if (!sessionKey) throw new UnsignedAnswerError('the session key the master sent does not open: session not used (is something between this agent and the master?)');
-        this.session = { token: answer.token, key: sessionKey, serverId: answer.serverId, renewAt: Date.now() + (answer.expiresInSeconds ?? 0) * 1000 - RENEW_BEFORE_MS };
+        this.session = {
+          token: answer.token, key: sessionKey, serverId: answer.serverId, renewAt: Date.now() + (answer.expiresInSeconds ?? 0) * 1000 - RENEW_BEFORE_MS,
+          clockOffset: (answer.serverTime ?? Date.now()) - Date.now(),
+        };
       }
       return answer;
     })().finally(() => {
@@ -149,11 +154,12 @@ export class MasterClient {
   /** Headers of a session call (a download): the token, a fresh nonce, the agent's key, the call's MAC. */
   sessionHeaders(session: Session, method: 'GET' | 'POST', route: string, body = ''): { headers: Record<string, string>; nonce: string } {
     const nonce = newNonce();
+    const time = Date.now() + session.clockOffset;
     return {
       nonce,
       headers: {
-        authorization: `Bearer ${session.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint,
-        [CALL_MAC_HEADER]: macCall(session.key, { method, path: `/${route}`, nonce, body }),
+        authorization: `Bearer ${session.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.agent.fingerprint, [CALL_TIME_HEADER]: String(time),
+        [CALL_MAC_HEADER]: macCall(session.key, { method, path: `/${route}`, nonce, time, body }),
       },
     };
   }
@@ -188,9 +194,9 @@ export class MasterClient {
     const status = response.statusCode ?? 0;
     const parsed = parseJson(text);
     if (!this.vouchedFor(options.verifyWith, { status, route, nonce, text, parsed, response })) {
-      // Within a session, a refusal without the session's MAC only makes the agent reopen its
-      // session (whose answer is signed); anything else unvouched for is not the master's.
-      if (session && status === 401) throw new RefusedError(`the master refused the session (${masterMessage(text, status)}), or something in between did`);
+      // A refusal without a signature or MAC only makes the agent open (or ask for) a session
+      // again, and back off: nothing final rests on it. Anything else unvouched for is not the master's.
+      if (status === 401) throw new RefusedError(masterMessage(text, status));
       throw new UnsignedAnswerError(`the master's answer (${status}) is not signed with the master's key: ignored (is something between this agent and the master?)`);
     }
     if (status < 200 || status > 299) throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);

@@ -8,11 +8,11 @@ import { readText, request } from './master-http.js';
 import { ANSWER_MAC_HEADER } from '../lib/session-crypto.js';
 
 /**
- * Told where each download attempt starts writing (0 for the whole file), it may return a function
- * that sees that attempt's bytes, in order, as they are written. It throws to stop the download at
- * once (the bytes already seen cannot be the announced package).
+ * Told where each download attempt starts writing (0 for the whole file), it returns a function
+ * that sees that attempt's bytes, in order, as they are written (or null). Either throws to stop
+ * the download at once (the bytes seen cannot be the announced package).
  */
-export type DownloadObserver = (from: number) => ((chunk: Buffer) => void | Promise<void>) | null;
+export type DownloadObserver = (from: number) => Promise<((chunk: Buffer) => void | Promise<void>) | null>;
 
 /** Thrown by an observer: the download stops, and is not retried. */
 export class DownloadStoppedError extends Error {
@@ -81,8 +81,12 @@ export async function downloadPackage(
         }
         if (have > 0) log(append ? 'download resumed' : 'download restarted', { sha256, from: append ? have : 0 });
         const from = append ? have : 0;
+        const see = observe ? await observe(from).catch((err: unknown) => {
+          response.destroy();
+          throw err;
+        }) : null;
         const file = createWriteStream(partFile, { flags: append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
-        await pipeline(response, guard(size - from, size, observe?.(from) ?? null), file);
+        await pipeline(response, guard(size - from, size, see), file);
       });
       if ((await stat(partFile)).size === size) return;
       throw new Error('the download ended early');

@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand } from '../lib/agent-protocol.js';
@@ -105,16 +106,19 @@ export class Stager {
     let reader: PackageArchiveReader | null = null;
     let received = 0;
     try {
-      await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), (from) => {
+      await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), async (from) => {
         // The signed command names the manifest: a package whose manifest differs is refused as
         // soon as that member has passed, and any byte that cannot belong to a package stops it too.
-        reader = from === 0 ? new PackageArchiveReader({ manifestSha256: command.package.manifestSha256 }) : null;
-        const current = reader;
-        return current ? async (chunk) => {
+        const current = new PackageArchiveReader({ manifestSha256: command.package.manifestSha256 });
+        reader = current;
+        const feed = async (chunk: Buffer) => {
           received += chunk.length;
           if (!current.write(chunk)) await current.drained();
           if (current.done) throw new DownloadStoppedError('the package is refused');
-        } : null;
+        };
+        // A resumed download is checked from its first byte too: what earlier attempts wrote first.
+        if (from > 0) for await (const chunk of createReadStream(p.part, { start: 0, end: from - 1, highWaterMark: 1024 * 1024 })) await feed(chunk as Buffer);
+        return feed;
       });
     } catch (err) {
       await rm(p.part, { force: true });

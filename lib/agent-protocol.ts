@@ -77,6 +77,8 @@ export const sessionResponseSchema = z.object({
   /** The master's X25519 half and the session key sealed with the exchange (session-crypto.ts). */
   exchangeKey: z.string().max(64).nullable(),
   sealedKey: z.string().max(200).nullable(),
+  /** The master's clock (ms): calls of the session are stamped with it, whatever the agent's clock says. */
+  serverTime: z.number().int().nonnegative().nullable(),
   message: z.string().max(1000),
 });
 export type SessionResponse = z.infer<typeof sessionResponseSchema>;

@@ -13,6 +13,8 @@ import { createCipheriv, createDecipheriv, createHmac, createPublicKey, diffieHe
  * derived from the master key, so any master holding that key recomputes it.
  */
 export const CALL_MAC_HEADER = 'x-propagator-mac';
+/** The call's time on the master's clock (ms), under the call's MAC: a recorded call goes stale. */
+export const CALL_TIME_HEADER = 'x-propagator-time';
 export const ANSWER_MAC_HEADER = 'x-propagator-answer-mac';
 
 /** One pass over the body: the HMAC covers the fields, then the body's exact bytes. */
@@ -30,11 +32,13 @@ export interface CallParts {
   /** The route, e.g. "/api/agent/report". */
   path: string;
   nonce: string;
+  /** Milliseconds on the master's clock (the agent keeps the offset it learnt at session opening). */
+  time: number;
   body: Buffer | string;
 }
 
 function callText(p: CallParts): string {
-  return `propagator agent call v1\n${p.method.toUpperCase()}\n${p.path}\n${p.nonce}\n${Buffer.byteLength(p.body)}\n`;
+  return `propagator agent call v2\n${p.method.toUpperCase()}\n${p.path}\n${p.nonce}\n${p.time}\n${Buffer.byteLength(p.body)}\n`;
 }
 
 export function macCall(key: Buffer, parts: CallParts): string {

@@ -65,7 +65,8 @@ export class TarTokenizer {
       this.consume(chunk, events);
     } catch (err) {
       this.state = 'failed';
-      events.push({ kind: 'error', reason: err instanceof TarFormatError ? err.message : String(err) });
+      // node-tar's header decoder speaks of its internals ("invalid base256 encoding"): say what it means.
+      events.push({ kind: 'error', reason: err instanceof TarFormatError ? err.message : `a tar header holds a number that cannot be read (${errorText(err)})` });
     }
     return events;
   }
@@ -198,4 +199,8 @@ export class TarTokenizer {
 /** The archive breaks a rule of the tar format; the message is the reason. */
 export class TarFormatError extends Error {
   override name = 'TarFormatError';
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

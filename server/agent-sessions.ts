@@ -28,6 +28,8 @@ export interface SessionToken {
 }
 
 export class AgentSessions {
+  /** Challenges used, by their random part, until they would have expired anyway. */
+  private readonly spent = new Map<string, number>();
   constructor(private readonly tokenKey: Buffer, private readonly challengeKey: Buffer, private readonly sessionKeyKey: Buffer) {}
 
   /** The session's own key (session-crypto.ts), recomputed from its token on every call. */
@@ -41,11 +43,23 @@ export class AgentSessions {
     return `${body}.${mac(this.challengeKey, body)}`;
   }
 
-  challengeIsFresh(challenge: string, now = Date.now()): boolean {
+  /**
+   * Whether a challenge was made here less than CHALLENGE_SECONDS ago and not used yet; using it
+   * spends it, so a recorded session opening cannot be played again (bounded memory: a challenge
+   * is remembered only for its lifetime).
+   */
+  spendChallenge(challenge: string, now = Date.now()): boolean {
     const match = /^(\d{1,12})\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/.exec(challenge);
     if (!match) return false;
     const age = Math.floor(now / 1000) - Number(match[1]);
-    return age >= 0 && age <= CHALLENGE_SECONDS && sameText(match[3] as string, mac(this.challengeKey, `${match[1]}.${match[2]}`));
+    if (age < 0 || age > CHALLENGE_SECONDS || !sameText(match[3] as string, mac(this.challengeKey, `${match[1]}.${match[2]}`))) return false;
+    for (const [random, expiry] of this.spent) {
+      if (expiry > now && this.spent.size < 200_000) break;
+      this.spent.delete(random);
+    }
+    if (this.spent.has(match[2] as string)) return false;
+    this.spent.set(match[2] as string, now + (CHALLENGE_SECONDS + 1) * 1000);
+    return true;
   }
 
   /** "<serverId>.<expiry>.<mac over id, expiry and key fingerprint>". */

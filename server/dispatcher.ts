@@ -1,4 +1,4 @@
-import got from 'got';
+import { postToAgent } from './agent-caller.js';
 import { newNonce } from '../lib/agent-keys.js';
 import { signRequest } from '../lib/request-signing.js';
 import { errorMessage } from '../lib/errors.js';
@@ -80,17 +80,7 @@ export class Dispatcher {
     const path = '/api/commands';
     const headers = signRequest((await this.key()).privateKey, { method: 'POST', path, body, agentId: server.id, nonce: newNonce() });
     try {
-      // The address is the one the administrator accepted; a redirect from there is not followed
-      // (an agent could otherwise point the master at any other service).
-      const response = await got.post(new URL(path, server.address).toString(), {
-        body,
-        headers: { ...headers, 'content-type': 'application/json' },
-        timeout: { request: 10_000 },
-        retry: { limit: 0 },
-        followRedirect: false,
-        throwHttpErrors: true,
-      });
-      if (response.statusCode >= 300) throw Object.assign(new Error(`the agent answered ${response.statusCode} (redirects are not followed)`), { code: `HTTP ${response.statusCode}, not followed` });
+      await postToAgent(new URL(path, server.address), { ...headers, 'content-type': 'application/json' }, body, 10_000);
       const now = new Date().toISOString();
       if (await this.commands.update(command.id, { state: 'delivered', deliveredAt: now, attempts: command.attempts + 1, nextAttemptAt: null }, ['queued', 'delivered'])) {
         this.onChange(command.id);

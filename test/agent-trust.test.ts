@@ -196,7 +196,7 @@ describe('strangers on the agent API', () => {
     assert.equal(refused.status, 401);
     assert.deepEqual(refused.body, { error: 'This agent is not a server of the domain: it was removed from the console, or "keyed-1" was accepted with another key; enroll it again with an enrollment token' });
     const stale = await real.call('POST', '/api/agent/session', { body: JSON.stringify({ name: 'keyed-1', keyFingerprint: real.fingerprint, challenge: `${Math.floor(Date.now() / 1000) - 600}.${'a'.repeat(16)}.${'b'.repeat(43)}`, exchangeKey: newExchange().publicRaw }), prove: true });
-    assert.deepEqual([stale.status, stale.body], [401, { error: 'The session challenge is stale or was not made by this master; ask for a new one' }]);
+    assert.deepEqual([stale.status, stale.body], [409, { error: 'The session challenge is stale, used, or was not made by this master; ask for a new one' }]);
     assert.equal((await real.report(undefined)).status, 200, 'the real agent is unaffected');
   });
 

@@ -210,7 +210,7 @@ describe('answers the agent cannot use', () => {
           // A session as the master opens one: signed, with the session key sealed for the agent.
           const { exchangeKey } = JSON.parse(Buffer.concat(chunks).toString()) as { exchangeKey: string };
           const sealed = sealSessionKey(exchangeKey, 't.1.x', sessionKey);
-          const body = JSON.stringify({ state: 'accepted', serverId: 1, token: 't.1.x', expiresInSeconds: 3600, ...sealed, message: '' });
+          const body = JSON.stringify({ state: 'accepted', serverId: 1, token: 't.1.x', expiresInSeconds: 3600, ...sealed, serverTime: Date.now(), message: '' });
           headers['x-propagator-signature'] = signAnswer(masterKey.privateKey, { status: 200, path, agent, nonce, body });
           return res.writeHead(200, headers).end(body);
         }

@@ -100,6 +100,16 @@ export class ServersRepo {
     return row?.id ?? 0;
   }
 
+  /** A server under a name not yet in the domain; null when the name is taken (it was, or just became). */
+  async insertNew(a: Admission): Promise<number | null> {
+    const result = await this.db.run(
+      `INSERT INTO servers (name, mode, address, product, version, secret_hash, public_key, key_fingerprint, staged_json, last_seen, enrolled_at, requested_from, accepted_by, accepted_at)
+       VALUES (?, ?, ?, ?, ?, '', ?, ?, '[]', ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+      [a.name, a.mode, a.address, a.product, a.version, a.publicKey, a.keyFingerprint, a.enrolledAt, a.enrolledAt, a.requestedFrom, a.acceptedBy, a.at],
+    );
+    return result.changes > 0 ? result.lastID : null;
+  }
+
   /** What the agent reported about itself; the master never assumes a version. Mode and address are not for the agent to change. */
   async updateStatus(id: number, status: AgentStatus, now: string): Promise<void> {
     await this.db.run(
@@ -179,6 +189,18 @@ export class ServerRequestsRepo {
 
   async countPending(): Promise<number> {
     return (await this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM server_requests WHERE state = 'pending'"))?.n ?? 0;
+  }
+
+  /** Pending requests from one address, and under one name (the bounds of what a token holder may queue). */
+  async countPendingBy(requestedFrom: string | null, name: string): Promise<{ fromAddress: number; named: number }> {
+    const row = await this.db.get<{ fromAddress: number; named: number }>(
+      "SELECT COALESCE(SUM(requested_from IS ?), 0) AS fromAddress, COALESCE(SUM(name = ?), 0) AS named FROM server_requests WHERE state = 'pending'", [requestedFrom, name]);
+    return { fromAddress: row?.fromAddress ?? 0, named: row?.named ?? 0 };
+  }
+
+  /** Rejects every pending request that came from one address; how many. */
+  async rejectFrom(requestedFrom: string, by: string, at: string): Promise<number> {
+    return (await this.db.run("UPDATE server_requests SET state = 'rejected', decided_by = ?, decided_at = ? WHERE state = 'pending' AND requested_from = ?", [by, at, requestedFrom])).changes;
   }
 
   /** A new pending request; an agent asking again with the same name and key finds its request as it was. */

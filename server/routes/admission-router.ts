@@ -11,6 +11,14 @@ import type { AdmissionService } from '../services/admission-service.js';
 import type { ServerService } from '../services/server-service.js';
 
 const HOUR_MS = 3600_000;
+/** Rows of each list on the page; a flood is dealt with by address (Reject all from …). */
+const SHOWN = 200;
+
+function countBy(values: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return counts;
+}
 
 const tokenFormSchema = z.object({
   name: agentNameSchema,
@@ -20,6 +28,7 @@ const tokenApiSchema = z.object({
   name: agentNameSchema,
   validForHours: z.number({ error: 'validForHours must be a number' }).positive({ error: 'validForHours must be more than 0' }).max(365 * 24, { error: 'validForHours is at most 8760 (a year)' }).default(7 * 24),
 });
+const rejectFromSchema = z.object({ from: z.string({ error: 'Give the address the enrollments came from' }).min(1).max(100) });
 const decisionSchema = z.object({ accept: z.boolean({ error: 'Send {"accept": true} or {"accept": false}' }) });
 
 /**
@@ -35,13 +44,14 @@ export function admissionRouter(deps: { admission: AdmissionService; servers: Se
     const [pending, rejected, tokens, all] = await Promise.all([admission.listRequests('pending'), admission.listRequests('rejected'), admission.listTokens(), servers.list()]);
     const slaves = all.filter((s) => s.role === 'slave');
     res.status(status).render('admission', {
-      page: 'admission', pending, rejected, tokens, known: new Map(slaves.map((s) => [s.name, s])),
+      page: 'admission', pending: pending.slice(0, SHOWN), morePending: Math.max(0, pending.length - SHOWN), rejected: rejected.slice(0, SHOWN), tokens, known: new Map(slaves.map((s) => [s.name, s])),
+      pendingByAddress: countBy(pending.map((r) => r.requestedFrom ?? '')), count: 0,
       changes: slaves.filter((s) => s.requestedChange?.state === 'pending'),
       masterFingerprint: keyFingerprint((await deps.key()).publicPem), newToken: null, done: null, error: null, now: Date.now(), ...extra,
     });
   }
 
-  router.get('/servers/new', (req, res) => render(res, { done: typeof req.query.done === 'string' ? req.query.done : null }));
+  router.get('/servers/new', (req, res) => render(res, { done: typeof req.query.done === 'string' ? req.query.done : null, count: Number(req.query.count) || 0 }));
 
   router.post('/servers/requests/:id/accept', async (req, res) => {
     await admission.accept(parse(idSchema, req.params.id), res.locals.user ?? 'admin');
@@ -51,6 +61,12 @@ export function admissionRouter(deps: { admission: AdmissionService; servers: Se
   router.post('/servers/requests/:id/reject', async (req, res) => {
     await admission.reject(parse(idSchema, req.params.id), res.locals.user ?? 'admin');
     res.redirect(303, '/servers/new?done=rejected');
+  });
+
+  router.post('/servers/requests/reject-from', async (req, res) => {
+    const { from } = parse(rejectFromSchema, req.body);
+    const count = await admission.rejectFrom(from, res.locals.user ?? 'admin');
+    res.redirect(303, `/servers/new?done=rejected-from&count=${count}`);
   });
 
   router.post('/servers/requests/:id/delete', async (req, res) => {
@@ -75,6 +91,11 @@ export function admissionRouter(deps: { admission: AdmissionService; servers: Se
   router.post('/servers/tokens/:id/delete', async (req, res) => {
     await admission.revokeToken(parse(idSchema, req.params.id), res.locals.user ?? 'admin');
     res.redirect(303, '/servers/new?done=token-deleted');
+  });
+
+  router.post('/api/servers/requests/reject', json, async (req, res) => {
+    const { from } = parse(rejectFromSchema, req.body);
+    res.json({ rejected: await admission.rejectFrom(from, res.locals.user ?? 'admin') });
   });
 
   router.post('/api/servers/requests/:id/accept', async (req, res) => {

@@ -5,7 +5,8 @@ import { ValidationError, errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { AuthenticationError, ForbiddenError } from '../errors.js';
 import { agentJsonBody, sendAgentJson, sendSignedAgentJson, type AnswerContext } from '../http/agent-json.js';
-import { CALL_MAC_HEADER, callMacMatches } from '../../lib/session-crypto.js';
+import { CALL_MAC_HEADER, CALL_TIME_HEADER, callMacMatches } from '../../lib/session-crypto.js';
+import { ReplayGuard } from '../replay-guard.js';
 import { describeError } from '../http/error-handler.js';
 import { FailureGate } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
@@ -42,6 +43,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   const { agents, admission, store, key, log } = deps;
   const router = Router();
 
+  const replays = new ReplayGuard();
   const enrollGate = new FailureGate({
     windowMs: 15 * 60_000,
     limit: deps.enrollAttemptsPerWindow,
@@ -82,10 +84,15 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   /** The call's MAC: a session token overheard on the network is worth nothing without the session key. */
   const callMacChecked: RequestHandler = (req, res, next) => {
     const sessionKey = res.locals.agentSessionKey;
+    const server = res.locals.agentServer;
     const body = res.locals.agentRawBody ?? Buffer.alloc(0);
-    if (!sessionKey || !callMacMatches(sessionKey, { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body }, req.get(CALL_MAC_HEADER))) {
+    const nonce = req.get(NONCE_HEADER) ?? '';
+    const time = Number(req.get(CALL_TIME_HEADER));
+    if (!sessionKey || !server || !callMacMatches(sessionKey, { method: req.method, path: req.path, nonce, time, body }, req.get(CALL_MAC_HEADER))) {
       throw new AuthenticationError('This call does not carry the session\'s MAC (a session token alone is not enough); open a new session');
     }
+    const replay = replays.check(server.id, nonce, time);
+    if (replay) throw new AuthenticationError(replay);
     next();
   };
 
@@ -128,10 +135,9 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     sendSignedAgentJson(res, outcome.state === 'accepted' ? 201 : 202, body, context);
   });
 
-  router.post('/api/agent/session', callContext, async (_req, res, next) => {
-    res.locals.agentAnswer = (await signedByMaster(res)) ?? undefined;
-    next();
-  }, agentJsonBody(4 * 1024), async (req, res) => {
+  // Only the answer to a verified request is signed: a stranger's malformed or refused one costs
+  // the master no signature, and a refusal a man in the middle provokes carries none either.
+  router.post('/api/agent/session', callContext, agentJsonBody(4 * 1024), async (req, res) => {
     const request = parse(sessionRequestSchema, req.body);
     const proof = { method: req.method, path: req.path, nonce: req.get(NONCE_HEADER) ?? '', body: res.locals.agentRawBody ?? Buffer.alloc(0), signature: req.get(AGENT_SIGNATURE_HEADER) };
     const answer = await agents.openSession(request, proof);

@@ -17,6 +17,10 @@ export interface AdmissionOptions {
   maxPending: number;
 }
 
+/** What one holder of the enrollment token may queue: per address it calls from, per server name. */
+export const MAX_PENDING_PER_ADDRESS = 20;
+export const MAX_PENDING_PER_NAME = 5;
+
 /** How an enrollment authenticated itself: the domain's token, or a one-time token for one name. */
 export type EnrollCredential = { kind: 'domain' } | { kind: 'one-time'; token: EnrollToken };
 
@@ -95,13 +99,24 @@ export class AdmissionService {
     if (asked?.state === 'rejected') return done('rejected', null, `the administrator rejected this server (${asked.decidedAt ?? ''})`);
     if (asked) return done('pending', null, waiting(status.name, fingerprint));
     if (!existing && this.options.autoAccept) {
-      const serverId = await this.servers.admit({ ...admission, acceptedBy: 'auto-accept' });
-      this.onAdmitted(serverId);
-      this.log.info('server enrolled (auto-accept)', { serverId, name: status.name, key: fingerprint, from });
-      return done('accepted', serverId, `accepted as "${status.name}" (auto-accept)`);
+      // Insert only: of two agents racing under one new name, the second finds the name taken and
+      // its enrollment waits for the administrator like any known name with another key.
+      const serverId = await this.servers.insertNew({ ...admission, acceptedBy: 'auto-accept' });
+      if (serverId !== null) {
+        this.onAdmitted(serverId);
+        this.log.info('server enrolled (auto-accept)', { serverId, name: status.name, key: fingerprint, from });
+        return done('accepted', serverId, `accepted as "${status.name}" (auto-accept)`);
+      }
     }
     if ((await this.requests.countPending()) >= this.options.maxPending) {
       throw new TooManyRequestsError(`${this.options.maxPending} servers already wait for admission: the administrator must accept or reject some first`);
+    }
+    const queued = await this.requests.countPendingBy(from, status.name);
+    if (queued.fromAddress >= MAX_PENDING_PER_ADDRESS) {
+      throw new TooManyRequestsError(`${MAX_PENDING_PER_ADDRESS} enrollments from ${from ?? 'this address'} already wait for admission: the administrator must accept or reject them first`);
+    }
+    if (queued.named >= MAX_PENDING_PER_NAME) {
+      throw new TooManyRequestsError(`${MAX_PENDING_PER_NAME} enrollments under the name "${status.name}" already wait for admission: the administrator must accept or reject them first`);
     }
     await this.requests.insert({
       name: admission.name, mode: admission.mode, address: admission.address, product: admission.product, version: admission.version,
@@ -140,6 +155,13 @@ export class AdmissionService {
     await this.requests.reject(requestId, user, new Date().toISOString());
     this.log.info('server rejected', { name: request.name, key: request.keyFingerprint, user });
     return request;
+  }
+
+  /** Rejects every enrollment waiting from one address (a flood from one token holder); how many. */
+  async rejectFrom(address: string, user: string): Promise<number> {
+    const count = await this.requests.rejectFrom(address, user, new Date().toISOString());
+    this.log.info('enrollments rejected by address', { from: address, count, user });
+    return count;
   }
 
   /** Forgets a request (a rejected agent may then ask again). */

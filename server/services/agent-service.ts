@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { agentRequestSignatureMatches, parseAgentPublicKey } from '../../lib/agent-keys.js';
 import type { AgentCommand, AgentStatus, CommandResult, ReportResponse, SessionRequest, SessionResponse } from '../../lib/agent-protocol.js';
-import { errorMessage, ValidationError } from '../../lib/errors.js';
+import { ConflictError, errorMessage, ValidationError } from '../../lib/errors.js';
 import { sealSessionKey } from '../../lib/session-crypto.js';
 import type { Logger } from '../../lib/logger.js';
 import { AgentSessions } from '../agent-sessions.js';
@@ -83,7 +83,7 @@ export class AgentService extends EventEmitter {
    */
   async openSession(request: SessionRequest, proof: { method: string; path: string; nonce: string; body: Buffer; signature: string | undefined }): Promise<SessionResponse> {
     const sessions = await this.sessionKeys();
-    if (!sessions.challengeIsFresh(request.challenge)) throw new AuthenticationError('The session challenge is stale or was not made by this master; ask for a new one');
+    if (!sessions.spendChallenge(request.challenge)) throw new ConflictError('The session challenge is stale, used, or was not made by this master; ask for a new one');
     const server = await this.servers.findByName(request.name);
     const known = server && server.keyFingerprint === request.keyFingerprint && server.publicKey ? server.publicKey : null;
     const asked = known ? null : await this.admission.findRequest(request.name, request.keyFingerprint);
@@ -97,11 +97,11 @@ export class AgentService extends EventEmitter {
       const { token, expiresInSeconds } = sessions.issue(server.id, request.keyFingerprint);
       const sealed = sealSessionKey(request.exchangeKey, token, sessions.sessionKey(token));
       if (!sealed) throw new ValidationError('The session exchange key must be an X25519 public key (32 bytes, base64)');
-      return { state: 'accepted', serverId: server.id, token, expiresInSeconds, ...sealed, message: 'session opened' };
+      return { state: 'accepted', serverId: server.id, token, expiresInSeconds, ...sealed, serverTime: Date.now(), message: 'session opened' };
     }
     const state = asked?.state ?? 'pending';
     return {
-      state, serverId: null, token: null, expiresInSeconds: null, exchangeKey: null, sealedKey: null,
+      state, serverId: null, token: null, expiresInSeconds: null, exchangeKey: null, sealedKey: null, serverTime: null,
       message: state === 'rejected' ? 'the administrator rejected this server' : `waiting for the administrator to accept "${request.name}" (New servers); key fingerprint ${request.keyFingerprint}`,
     };
   }

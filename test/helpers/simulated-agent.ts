@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { AGENT_SIGNATURE_HEADER, generateAgentKey, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../../lib/agent-keys.js';
 import type { AgentStatus } from '../../lib/agent-protocol.js';
 import { answerSignatureMatches, SIGNATURE_HEADER } from '../../lib/request-signing.js';
-import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, macCall, newExchange, openSessionKey } from '../../lib/session-crypto.js';
+import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, CALL_TIME_HEADER, macCall, newExchange, openSessionKey } from '../../lib/session-crypto.js';
 
 export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
 
@@ -29,6 +29,8 @@ export class SimulatedAgent {
   token: string | null = null;
   /** The session key (session-crypto.ts): calls and answers within the session carry MACs with it. */
   sessionKey: Buffer | null = null;
+  /** The master's clock minus ours, learnt when the session opened. */
+  clockOffset = 0;
 
   constructor(readonly url: string, readonly name: string, readonly extra: Partial<AgentStatus> = {}) {
     const key = generateAgentKey();
@@ -44,7 +46,11 @@ export class SimulatedAgent {
   /** The headers of a call within the session: its token, a fresh nonce, the agent's key, the call's MAC. */
   sessionHeaders(method: 'GET' | 'POST', route: string, body = '', nonce = newNonce()): Record<string, string> {
     if (!this.token || !this.sessionKey) throw new Error(`${this.name} has no session`);
-    return { authorization: `Bearer ${this.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, [CALL_MAC_HEADER]: macCall(this.sessionKey, { method, path: route, nonce, body }) };
+    const time = Date.now() + this.clockOffset;
+    return {
+      authorization: `Bearer ${this.token}`, [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, [CALL_TIME_HEADER]: String(time),
+      [CALL_MAC_HEADER]: macCall(this.sessionKey, { method, path: route, nonce, time, body }),
+    };
   }
 
   /** One call as agents make them: a fresh nonce, the agent's key named, optionally its proof or its session. */
@@ -85,7 +91,8 @@ export class SimulatedAgent {
     const answer = await this.call('POST', '/api/agent/session', {
       body: JSON.stringify({ name: this.name, keyFingerprint: this.fingerprint, challenge: (challenge.body as { challenge: string }).challenge, exchangeKey: exchange.publicRaw }), prove: true,
     });
-    const body = answer.body as { token?: string | null; serverId?: number | null; exchangeKey?: string | null; sealedKey?: string | null } | null;
+    const body = answer.body as { token?: string | null; serverId?: number | null; exchangeKey?: string | null; sealedKey?: string | null; serverTime?: number | null } | null;
+    if (typeof body?.serverTime === 'number') this.clockOffset = body.serverTime - Date.now();
     this.token = body?.token ?? null;
     this.sessionKey = this.token && body?.exchangeKey && body.sealedKey ? openSessionKey(exchange.privateKey, body.exchangeKey, this.token, body.sealedKey) : null;
     if (typeof body?.serverId === 'number') this.serverId = body.serverId;

@@ -332,3 +332,26 @@ describe('an agent claiming another mode or address', () => {
     }
   });
 });
+
+// Last: it fills this address's share of the admission queue.
+describe('a holder of the enrollment token flooding the queue', () => {
+  it('can queue only 20 requests from one address and 5 under one name, and the administrator rejects them in one go', async () => {
+    await api().post('/api/servers/requests/reject').set('Authorization', BASIC).send({ from: '127.0.0.1' }).expect(200);
+    const named = await Promise.all(Array.from({ length: 6 }, () => new SimulatedAgent(d.master.url, 'print-same').enroll(TOKEN)));
+    assert.deepEqual(named.map((a) => a.status).sort(), [202, 202, 202, 202, 202, 429]);
+    assert.deepEqual(named.find((a) => a.status === 429)?.body, { error: '5 enrollments under the name "print-same" already wait for admission: the administrator must accept or reject them first' });
+    const many = await Promise.all(Array.from({ length: 20 }, (_, i) => new SimulatedAgent(d.master.url, `flood-${i}`).enroll(TOKEN)));
+    assert.equal(many.filter((a) => a.status === 202).length, 15);
+    const refused = many.find((a) => a.status === 429);
+    assert.match((refused?.body as { error: string }).error, /^20 enrollments from (::ffff:)?127\.0\.0\.1 already wait for admission: the administrator must accept or reject them first$/);
+    const { agent: browser, csrf } = await loginAgent(d.m.app);
+    const page = await browser.get('/servers/new').expect(200);
+    const from = (await pending())[0]?.requestedFrom ?? '';
+    assert.match(page.text, /Reject all 20 from here/);
+    await browser.post('/servers/requests/reject-from').type('form').send({ _csrf: csrf, from }).expect(303);
+    assert.deepEqual(await pending(), []);
+    assert.match((await browser.get('/servers/new?done=rejected-from&count=20').expect(200)).text, /20 waiting enrollments were rejected\./);
+    // A new server from elsewhere, or once the queue is dealt with, is not held up.
+    assert.equal((await new SimulatedAgent(d.master.url, 'print-after').enroll(TOKEN)).status, 202);
+  });
+});

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { access, readFile, readlink } from 'node:fs/promises';
 import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -82,6 +83,28 @@ describe('bidirectional mode', () => {
     assert.deepEqual([replayed.status, await replayed.json()], [401, { error: 'the request was already received once (a replay is refused)' }]);
     assert.match(agent.logs(), /refused a call not signed by the master/);
     assert.equal((await fetch(`${agent.address}/health`)).status, 200);
+
+    // A stranger sending a big unsigned body is refused from its headers and cut off at once.
+    const { port } = new URL(agent.address ?? '');
+    const refusal = await new Promise<{ answer: string; closed: boolean }>((resolve) => {
+      const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(`POST /api/commands HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * 1024}\r\n\r\n${'x'.repeat(1024)}`));
+      let answer = '';
+      const timer = setTimeout(() => resolve({ answer, closed: false }), 5000);
+      socket.on('data', (c: Buffer) => (answer += c.toString()));
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve({ answer, closed: true });
+      });
+      socket.on('error', () => undefined);
+    });
+    assert.match(refusal.answer, /^HTTP\/1\.1 401 [\s\S]*"error":"the request is not signed by the master"/);
+    assert.equal(refusal.closed, true);
+
+    // Restarted, the agent still knows the calls it received.
+    await agent.stop();
+    const again = await start('bidi-sign', 'bidirectional', ['--host', '127.0.0.1', '--port', '0'], { token: false });
+    const afterRestart = await fetch(`${again.agent.address}/api/commands`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...genuine } });
+    assert.deepEqual([afterRestart.status, await afterRestart.json()], [401, { error: 'the request was already received once (a replay is refused)' }]);
   });
 
   it('is retried with backoff while unreachable, and served when it is back', async () => {

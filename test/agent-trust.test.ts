@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import net from 'node:net';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { toAgentCommand } from '../server/services/agent-service.js';
@@ -115,6 +116,29 @@ describe('a man in the middle of a mailbox link', () => {
     }
   });
 
+  it('checks a resumed download from its first byte: junk sent after a cut stops it at once', async () => {
+    const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.3.4', { padding: 8 * 1024 * 1024 }));
+    const stored = await d.m.services.packages.get(pkg);
+    const proxy = await startTamperingProxy(d.master.url, {
+      // Cut after the first header and the manifest: the junk then comes where the next header must be.
+      cutFirstDownloadAfter: 1024,
+      forgeResume: (route, from, total) => (route.includes(stored.sha256) ? randomBytes(total - from) : null),
+    });
+    try {
+      const { agent, data } = await agentBehind(proxy.url, 'mitm-resume');
+      const result = await d.finished((await d.m.services.commands.enqueue({ serverId: agent.serverId, type: 'propagate', packageId: pkg })).id);
+      assert.equal(result.state, 'failed', `${result.message}\n${proxy.requests.join('\n')}\n${agent.logs()}`);
+      assert.match(result.message, /^This update package is corrupt: /);
+      assert.match(agent.logs(), /"msg":"download resumed"/);
+      const line = agent.logs().split('\n').find((l) => l.includes('"msg":"package refused while downloading"')) ?? '';
+      const received = Number(/"receivedBytes":(\d+)/.exec(line)?.[1]);
+      assert.ok(received > 0 && received <= 2 * 1024 * 1024, `stopped at the first junk (${received} of ${stored.size} bytes read, the 1 KiB before the cut read again)`);
+      assert.deepEqual(await readdir(path.join(data, 'staging')), []);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('never writes more than the size the signed command announced', async () => {
     const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.3.5', { padding: 1024 * 1024 }));
     const stored = await d.m.services.packages.get(pkg);
@@ -215,6 +239,74 @@ describe('strangers on the agent API', () => {
     assert.equal((await real.report(undefined)).signed, true, 'the real agent goes on, its answers MAC\'d');
   });
 
+  it('cannot replay a recorded session call, nor one stamped far from the master\'s time', async () => {
+    const agent = await new SimulatedAgent(d.master.url, 'replayed-1').join(TOKEN);
+    const body = JSON.stringify({ status: agent.status({ version: '6.1.0' }), results: [] });
+    const nonce = 'recorded-nonce-0000000001';
+    const headers = agent.sessionHeaders('POST', '/api/agent/report', body, nonce);
+    const send = () => agent.call('POST', '/api/agent/report', { body, nonce, headers });
+    assert.equal((await send()).status, 200);
+    const replayed = await send();
+    assert.deepEqual([replayed.status, replayed.body], [401, { error: 'This call was already received once (a replay is refused)' }]);
+    agent.clockOffset -= 10 * 60_000;
+    const stale = await agent.report(undefined);
+    assert.deepEqual([stale.status, stale.body], [401, { error: 'This call is stamped too far from the master\'s time (a recorded call, or a session opened long ago); open a new session' }]);
+    // The agent's own clock never matters: it stamps with the offset learnt at the session's opening.
+    agent.clockOffset += 10 * 60_000;
+    assert.equal((await agent.report(undefined)).status, 200);
+  });
+
+  it('cannot replay a recorded session opening', async () => {
+    const agent = await new SimulatedAgent(d.master.url, 'reopened-1').join(TOKEN);
+    const challenge = ((await agent.call('GET', '/api/agent/challenge')).body as { challenge: string }).challenge;
+    const body = JSON.stringify({ name: 'reopened-1', keyFingerprint: agent.fingerprint, challenge, exchangeKey: newExchange().publicRaw });
+    const nonce = 'recorded-session-nonce-001';
+    assert.equal((await agent.call('POST', '/api/agent/session', { body, nonce, prove: true })).status, 200);
+    const replayed = await agent.call('POST', '/api/agent/session', { body, nonce, prove: true });
+    assert.deepEqual([replayed.status, replayed.body, replayed.headers.get('x-propagator-signature')], [409, { error: 'The session challenge is stale, used, or was not made by this master; ask for a new one' }, null]);
+  });
+
+  it('cannot take over a name by racing its real agent under --auto-accept', async () => {
+    for (let i = 0; i < 10; i++) {
+      const name = `race-${i}`;
+      const answers = await Promise.all([new SimulatedAgent(d.master.url, name).enroll(TOKEN), new SimulatedAgent(d.master.url, name).enroll(TOKEN)]);
+      assert.deepEqual(answers.map((a) => a.status).sort(), [201, 202], `${name}: one accepted, the other waits for the administrator`);
+    }
+  });
+
+  it('cannot make the master read a huge answer from a bidirectional agent', async () => {
+    let written = 0;
+    let closedAfterMs = 0;
+    const hostile = http.createServer((req, res) => {
+      req.resume();
+      const started = Date.now();
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(1024 ** 3) });
+      const piece = Buffer.alloc(1024 * 1024, 0x20);
+      const pump = () => {
+        while (written < 1024 ** 3 && !res.destroyed) {
+          written += piece.length;
+          if (!res.write(piece)) return void res.once('drain', pump);
+        }
+      };
+      res.on('close', () => {
+        closedAfterMs = Date.now() - started;
+      });
+      pump();
+    });
+    await new Promise<void>((r) => hostile.listen(0, '127.0.0.1', r));
+    try {
+      const address = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}`;
+      const agent = await new SimulatedAgent(d.master.url, 'hostile-bidi').join(TOKEN, { mode: 'bidirectional', address });
+      const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.3.9'));
+      const command = await d.m.services.commands.enqueue({ serverId: agent.serverId as number, type: 'propagate', packageId: pkg });
+      await waitFor(async () => (await d.m.services.commands.get(command.id)).state === 'delivered', 10_000, 'the delivery');
+      await waitFor(async () => closedAfterMs > 0, 10_000, 'the master to hang up');
+      assert.ok(written < 64 * 1024 * 1024, `the master hung up after the status (${written} bytes pushed at it, of a gigabyte)`);
+    } finally {
+      hostile.close();
+    }
+  });
+
   it('get at most 10 enrollment guesses answered per address, however many they send at once', async () => {
     // A master of its own: this leaves the address locked out of enrollment for the window.
     const fresh = await createTestMaster(d.pki.root, { enrollToken: TOKEN });
@@ -238,7 +330,8 @@ describe('strangers on the agent API', () => {
     // (server/http/timeouts.ts) in front of a route that refuses without reading the body.
     const script = `
       import express from 'express';
-      import net from 'node:net';
+      import http from 'node:http';
+import net from 'node:net';
       import { requestTimeouts } from ${JSON.stringify(path.join(ROOT, 'dist', 'server', 'http', 'timeouts.js'))};
       let freed = 0;
       const registry = new FinalizationRegistry(() => freed++);

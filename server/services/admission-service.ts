@@ -108,19 +108,23 @@ export class AdmissionService {
         return done('accepted', serverId, `accepted as "${status.name}" (auto-accept)`);
       }
     }
-    if ((await this.requests.countPending()) >= this.options.maxPending) {
-      throw new TooManyRequestsError(`${this.options.maxPending} servers already wait for admission: the administrator must accept or reject some first`);
-    }
-    const queued = await this.requests.countPendingBy(from, status.name);
-    if (queued.fromAddress >= MAX_PENDING_PER_ADDRESS) {
-      throw new TooManyRequestsError(`${MAX_PENDING_PER_ADDRESS} enrollments from ${from ?? 'this address'} already wait for admission: the administrator must accept or reject them first`);
-    }
-    if (queued.named >= MAX_PENDING_PER_NAME) {
-      throw new TooManyRequestsError(`${MAX_PENDING_PER_NAME} enrollments under the name "${status.name}" already wait for admission: the administrator must accept or reject them first`);
-    }
-    await this.requests.insert({
-      name: admission.name, mode: admission.mode, address: admission.address, product: admission.product, version: admission.version,
-      publicKey: admission.publicKey, keyFingerprint: fingerprint, requestedFrom: from, requestedAt: at,
+    // Counted and inserted in one transaction: enrollments arriving together cannot all slip under a bound.
+    await this.db.transaction(async (tx) => {
+      const requests = new ServerRequestsRepo(tx);
+      if ((await requests.countPending()) >= this.options.maxPending) {
+        throw new TooManyRequestsError(`${this.options.maxPending} servers already wait for admission: the administrator must accept or reject some first`);
+      }
+      const queued = await requests.countPendingBy(from, status.name);
+      if (queued.fromAddress >= MAX_PENDING_PER_ADDRESS) {
+        throw new TooManyRequestsError(`${MAX_PENDING_PER_ADDRESS} enrollments from ${from ?? 'this address'} already wait for admission: the administrator must accept or reject them first`);
+      }
+      if (queued.named >= MAX_PENDING_PER_NAME) {
+        throw new TooManyRequestsError(`${MAX_PENDING_PER_NAME} enrollments under the name "${status.name}" already wait for admission: the administrator must accept or reject them first`);
+      }
+      await requests.insert({
+        name: admission.name, mode: admission.mode, address: admission.address, product: admission.product, version: admission.version,
+        publicKey: admission.publicKey, keyFingerprint: fingerprint, requestedFrom: from, requestedAt: at,
+      });
     });
     if (existing) this.log.warn('enrollment under the name of a server of the domain, with another key: waiting for the administrator', { name: status.name, key: fingerprint, known: existing.keyFingerprint, from });
     else this.log.info('new server waiting for admission', { name: status.name, key: fingerprint, from });

@@ -17,6 +17,10 @@ export interface Tampering {
   rewriteAnswer?: (path: string, body: string) => string | null;
   /** Bytes to serve instead of a package download (as a 200 of that length), or null to relay it. */
   forgeDownload?: (path: string) => { bytes: Buffer; contentLength: number | null } | null;
+  /** Cuts the first relayed download after this many bytes (the agent then resumes with a Range). */
+  cutFirstDownloadAfter?: number;
+  /** Bytes to serve (206) instead of the rest of a resumed download, given the total size. */
+  forgeResume?: (path: string, from: number, total: number) => Buffer | null;
 }
 
 /**
@@ -25,9 +29,31 @@ export interface Tampering {
  */
 export async function startTamperingProxy(target: string, tampering: Tampering): Promise<TamperingProxy> {
   const proxy: TamperingProxy = { url: '', requests: [], forgedBytesSent: new Map(), rewritten: 0, close: async () => undefined };
+  let cutDone = false;
   const server = http.createServer((req, res) => {
     const path = req.url ?? '/';
     proxy.requests.push(`${req.method} ${path}`);
+    const range = /^bytes=(\d+)-$/.exec(String(req.headers.range ?? ''));
+    if (req.method === 'GET' && range && tampering.forgeResume) {
+      const from = Number(range[1]);
+      // The size as the master would say it: ask it for the length without the body.
+      const probe = http.request(new URL(path, target), { method: 'GET', headers: { ...req.headers, range: 'bytes=0-0' } }, (answer) => {
+        answer.resume();
+        const total = Number(/\/(\d+)$/.exec(String(answer.headers['content-range'] ?? ''))?.[1]);
+        const bytes = tampering.forgeResume?.(path, from, total) ?? null;
+        if (!bytes) {
+          res.writeHead(502).end();
+          return;
+        }
+        req.resume();
+        res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'content-range': `bytes ${from}-${total - 1}/${total}` });
+        proxy.forgedBytesSent.set(path, bytes.length);
+        res.end(bytes);
+      });
+      probe.on('error', () => res.destroy());
+      probe.end();
+      return;
+    }
     const forged = req.method === 'GET' ? tampering.forgeDownload?.(path) : null;
     if (forged) {
       req.resume();
@@ -48,6 +74,24 @@ export async function startTamperingProxy(target: string, tampering: Tampering):
     }
     const upstream = http.request(new URL(path, target), { method: req.method, headers: req.headers }, (answer) => {
       const rewrite = tampering.rewriteAnswer;
+      const cutAfter = tampering.cutFirstDownloadAfter;
+      if (cutAfter !== undefined && !cutDone && req.method === 'GET' && path.startsWith('/api/agent/packages/')) {
+        cutDone = true;
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        let sent = 0;
+        answer.on('data', (c: Buffer) => {
+          const room = cutAfter - sent;
+          sent += c.length;
+          if (room <= 0) return;
+          const last = sent >= cutAfter;
+          res.write(c.subarray(0, room), () => {
+            // Cut once those bytes are out, as a network that fails mid-transfer would.
+            if (last) setTimeout(() => res.socket?.destroy(), 50);
+          });
+          if (last) answer.destroy();
+        });
+        return;
+      }
       if (!rewrite || !/json/.test(String(answer.headers['content-type'] ?? ''))) {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(res);

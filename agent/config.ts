@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { FINGERPRINT_PATTERN } from '../lib/agent-keys.js';
 import { agentNameSchema, modeSchema, productSchema } from '../lib/agent-protocol.js';
 import { ValidationError } from '../lib/errors.js';
 import { isValidVersion } from '../lib/version.js';
@@ -119,7 +120,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
   if (advertise !== null && !z.url().safeParse(advertise).success) throw new ValidationError('--advertise must be a URL the master can call');
   const ca = pick('ca');
   const masterFingerprint = pick('master-fingerprint') ?? null;
-  if (masterFingerprint !== null && !/^SHA256:[A-Za-z0-9+/]{43}$/.test(masterFingerprint)) {
+  if (masterFingerprint !== null && !FINGERPRINT_PATTERN.test(masterFingerprint)) {
     throw new ValidationError('--master-fingerprint must be the master key fingerprint the master shows (SHA256: and 43 characters)');
   }
   const tokenFile = pick('enroll-token-file');

@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { ZodType } from 'zod';
-import { AGENT_SIGNATURE_HEADER, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../lib/agent-keys.js';
+import { AGENT_KEY_HEADER, AGENT_SIGNATURE_HEADER, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../lib/agent-keys.js';
 import {
   challengeResponseSchema, enrollResponseSchema, reportResponseSchema, sessionResponseSchema,
   type AgentStatus, type CommandResult, type EnrollResponse, type ReportResponse, type SessionResponse,
@@ -15,7 +15,6 @@ import { readText, request } from './master-http.js';
 
 export { MasterAnswerError, NotAcceptedError, RefusedError, RetryLaterError, UnsignedAnswerError, WrongPackageError } from './master-errors.js';
 
-export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
 /** A session is renewed this long before it expires, so no call is made with a dying token. */
 const RENEW_BEFORE_MS = 5 * 60_000;
 
@@ -66,12 +65,16 @@ export class MasterClient {
 
   /** The master key saved at enrollment; refused when it is not the one the administrator pinned. */
   setMasterKey(pem: string): void {
-    const key = createPublicKey(pem);
+    this.masterKey = this.pinned(createPublicKey(pem));
+  }
+
+  /** The key itself, when it is the one given with --master-fingerprint (or none was given). */
+  private pinned(key: KeyObject): KeyObject {
     const fingerprint = keyFingerprint(key);
     if (this.options.masterFingerprint && fingerprint !== this.options.masterFingerprint) {
       throw new RefusedError(`the master's key ${fingerprint} is not the one given with --master-fingerprint (${this.options.masterFingerprint}): is this the right master?`);
     }
-    this.masterKey = key;
+    return key;
   }
 
   get serverId(): number | null {
@@ -225,11 +228,7 @@ export class MasterClient {
     } catch {
       return null;
     }
-    const fingerprint = keyFingerprint(key);
-    if (this.options.masterFingerprint && fingerprint !== this.options.masterFingerprint) {
-      throw new RefusedError(`the master's key ${fingerprint} is not the one given with --master-fingerprint (${this.options.masterFingerprint}): is this the right master?`);
-    }
-    return key;
+    return this.pinned(key);
   }
 }
 

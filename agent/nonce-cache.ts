@@ -1,3 +1,4 @@
+import { ExpiringSet } from '../lib/expiring-set.js';
 import { MAX_SKEW_MS } from '../lib/request-signing.js';
 import { readJson, writeJsonAtomic } from './files.js';
 
@@ -5,31 +6,23 @@ import { readJson, writeJsonAtomic } from './files.js';
  * The nonces of the master's signed calls seen within the signatures' lifetime: a call replayed
  * (by someone who recorded it on the network) is refused instead of answered again. Kept in
  * DATA/seen-nonces.json too, so a restart of the agent does not open a window for replays (the
- * master's calls are rare: a write each costs nothing). Bounded: past the bound the oldest are
- * dropped, which only matters for calls older than the signatures accept anyway.
+ * master's calls are rare: a write each costs nothing).
  */
 export class NonceCache {
-  private seen = new Map<string, number>();
+  private readonly seen: ExpiringSet;
 
-  constructor(private readonly file: string | null = null, private readonly ttlMs = 2 * MAX_SKEW_MS, private readonly max = 100_000) {}
+  constructor(private readonly file: string | null = null, ttlMs = 2 * MAX_SKEW_MS, max = 100_000) {
+    this.seen = new ExpiringSet(ttlMs, max);
+  }
 
   async load(now = Date.now()): Promise<void> {
-    if (!this.file) return;
-    const saved = await readJson<[string, number][]>(this.file).catch(() => null);
-    this.seen = new Map((Array.isArray(saved) ? saved : []).filter((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number' && e[1] > now));
+    if (this.file) this.seen.restore(await readJson<unknown>(this.file).catch(() => null), now);
   }
 
   /** True the first time a nonce is seen within the lifetime; false for a replay. */
   async remember(nonce: string, now = Date.now()): Promise<boolean> {
-    const expiry = this.seen.get(nonce);
-    if (expiry !== undefined && expiry > now) return false;
-    for (const [key, until] of this.seen) {
-      if (until > now && this.seen.size < this.max) break;
-      this.seen.delete(key);
-    }
-    this.seen.delete(nonce);
-    this.seen.set(nonce, now + this.ttlMs);
-    if (this.file) await writeJsonAtomic(this.file, [...this.seen]);
+    if (!this.seen.add(nonce, now)) return false;
+    if (this.file) await writeJsonAtomic(this.file, this.seen.list());
     return true;
   }
 }

@@ -8,6 +8,9 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, ran
  */
 export const AGENT_SIGNATURE_HEADER = 'x-propagator-agent-signature';
 export const NONCE_HEADER = 'x-propagator-nonce';
+/** Every agent call names the agent's key (its fingerprint): answers are bound to it. */
+export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
+export const FINGERPRINT_PATTERN = /^SHA256:[A-Za-z0-9+/]{43}$/;
 
 export function generateAgentKey(): { privatePem: string; publicPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');

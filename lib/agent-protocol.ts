@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FINGERPRINT_PATTERN } from './agent-keys.js';
 import { isValidVersion } from './version.js';
 
 /**
@@ -38,7 +39,7 @@ export const agentStatusSchema = z.object({
 });
 export type AgentStatus = z.infer<typeof agentStatusSchema>;
 
-const fingerprint = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, { error: 'must be a key fingerprint (SHA256:…)' });
+const fingerprint = z.string().regex(FINGERPRINT_PATTERN, { error: 'must be a key fingerprint (SHA256:…)' });
 const admission = z.enum(['pending', 'accepted', 'rejected']);
 
 /** The enrollment token travels in the Authorization header, checked before this body is read. */

@@ -1,4 +1,6 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import { ExpiringSet } from '../lib/expiring-set.js';
+import { safeEqual } from './secrets.js';
 
 /**
  * Agent sessions without a session table. An agent proves it holds its key by signing a challenge
@@ -15,11 +17,6 @@ function mac(key: Buffer, text: string): string {
   return createHmac('sha256', key).update(text).digest('base64url');
 }
 
-function sameText(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 export interface SessionToken {
   serverId: number;
@@ -29,7 +26,7 @@ export interface SessionToken {
 
 export class AgentSessions {
   /** Challenges used, by their random part, until they would have expired anyway. */
-  private readonly spent = new Map<string, number>();
+  private readonly spent = new ExpiringSet((CHALLENGE_SECONDS + 1) * 1000, 200_000);
   constructor(private readonly tokenKey: Buffer, private readonly challengeKey: Buffer, private readonly sessionKeyKey: Buffer) {}
 
   /** The session's own key (session-crypto.ts), recomputed from its token on every call. */
@@ -52,14 +49,8 @@ export class AgentSessions {
     const match = /^(\d{1,12})\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/.exec(challenge);
     if (!match) return false;
     const age = Math.floor(now / 1000) - Number(match[1]);
-    if (age < 0 || age > CHALLENGE_SECONDS || !sameText(match[3] as string, mac(this.challengeKey, `${match[1]}.${match[2]}`))) return false;
-    for (const [random, expiry] of this.spent) {
-      if (expiry > now && this.spent.size < 200_000) break;
-      this.spent.delete(random);
-    }
-    if (this.spent.has(match[2] as string)) return false;
-    this.spent.set(match[2] as string, now + (CHALLENGE_SECONDS + 1) * 1000);
-    return true;
+    if (age < 0 || age > CHALLENGE_SECONDS || !safeEqual(match[3] as string, mac(this.challengeKey, `${match[1]}.${match[2]}`))) return false;
+    return this.spent.add(match[2] as string, now);
   }
 
   /** "<serverId>.<expiry>.<mac over id, expiry and key fingerprint>". */
@@ -76,7 +67,7 @@ export class AgentSessions {
 
   /** 'ok', or why the token is refused. */
   check(token: SessionToken, keyFingerprint: string, now = Date.now()): 'ok' | 'expired' | 'invalid' {
-    if (!sameText(token.mac, mac(this.tokenKey, `${token.serverId}.${token.expires}.${keyFingerprint}`))) return 'invalid';
+    if (!safeEqual(token.mac, mac(this.tokenKey, `${token.serverId}.${token.expires}.${keyFingerprint}`))) return 'invalid';
     return token.expires * 1000 <= now ? 'expired' : 'ok';
   }
 }

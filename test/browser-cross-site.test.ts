@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import supertest from 'supertest';
 import { makePackage } from './helpers/openssl-package.js';
-import { addServerRow, ADMIN_PASSWORD, BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { ADMIN_PASSWORD, BASIC, createTestMaster, listenMaster, masterWithWaitingOperation } from './helpers/master.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki } from './helpers/test-pki.js';
 
@@ -35,14 +35,8 @@ describe('a page of another site, in a browser that used HTTP Basic on the maste
   before(async () => {
     ({ dir: work, cleanup } = await tempDir());
     const pki = await createTestPki(path.join(work, 'pki'));
-    m = await createTestMaster(pki.root);
-    await addServerRow(m.db, 'print-away');
-    const payload = path.join(work, 'payload');
-    await mkdir(payload);
-    await writeFile(path.join(payload, 'watchdoc.conf'), 'release\n');
-    const first = await makePackage(work, 'first', { publisher: pki.good.rsa, payloadDir: payload, version: '1.0.0' });
-    const packageId = (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'Genuine').attach('package', first).expect(201)).body.id as number;
-    operationId = (await supertest(m.app).post('/api/operations').set('Authorization', BASIC).send({ action: 'propagate', package: packageId, servers: 'all' }).expect(202)).body.id as number;
+    let payload: string;
+    ({ m, payload, operationId } = await masterWithWaitingOperation(work, pki, 'Genuine'));
     // A genuine, validly signed package the attacker got hold of (an old release, say).
     await writeFile(path.join(payload, 'watchdoc.conf'), 'old release\n');
     evilPackage = await readFile(await makePackage(work, 'old', { publisher: pki.good.rsa, payloadDir: payload, version: '0.5.0' }));

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { makePackage } from './helpers/openssl-package.js';
-import { addServerRow, ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, listenMaster, loginAgent } from './helpers/master.js';
+import { ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, listenMaster, loginAgent, masterWithWaitingOperation } from './helpers/master.js';
 import { BOUNDARY, multipartHead, multipartTail } from './helpers/master-process.js';
 import { cookiesOf, form, rawRequest, type RawResponse } from './helpers/http-request.js';
 import { tempDir } from './helpers/run.js';
@@ -21,18 +20,10 @@ let m: Awaited<ReturnType<typeof createTestMaster>>;
 let served: { url: string; close(): Promise<void> };
 let operationId: number;
 let packageId: number;
-let counter = 0;
 
 const EVIL = 'http://evil.example';
 const refusal = (evidence: string) => `This request came from another site (${evidence}) and was refused; use the console itself, or an API client`;
 
-async function addPackage(): Promise<number> {
-  const payload = path.join(work, `payload-${++counter}`);
-  await mkdir(payload);
-  await writeFile(path.join(payload, 'watchdoc.conf'), `release ${counter}\n`);
-  const file = await makePackage(work, `x${counter}`, { publisher: pki.good.rsa, payloadDir: payload, version: '1.0.0' });
-  return (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', `Update ${counter}`).attach('package', file).expect(201)).body.id as number;
-}
 
 const targetStates = async () => (await supertest(m.app).get(`/api/operations/${operationId}`).set('Authorization', BASIC).expect(200)).body.targets.map((t: { state: string }) => t.state) as string[];
 const productInfo = async () => (await supertest(m.app).get('/api/master').set('Authorization', BASIC).expect(200)).body as { product: string; version: string };
@@ -54,11 +45,7 @@ function assertRefused(res: RawResponse, evidence: string): void {
 before(async () => {
   ({ dir: work, cleanup } = await tempDir());
   pki = await createTestPki(path.join(work, 'pki'));
-  m = await createTestMaster(pki.root);
-  // A mailbox slave that never calls in: the operation stays running, its target pending.
-  await addServerRow(m.db, 'print-away');
-  packageId = await addPackage();
-  operationId = (await supertest(m.app).post('/api/operations').set('Authorization', BASIC).send({ action: 'propagate', package: packageId, servers: 'all' }).expect(202)).body.id as number;
+  ({ m, packageId, operationId } = await masterWithWaitingOperation(work, pki, 'Update 0'));
   served = await listenMaster(m);
 });
 after(async () => {

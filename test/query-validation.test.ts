@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { makePackage } from './helpers/openssl-package.js';
-import { addServerRow, BASIC, createTestMaster, loginAgent } from './helpers/master.js';
+import { BASIC, createTestMaster, loginAgent, masterWithWaitingOperation } from './helpers/master.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki } from './helpers/test-pki.js';
 
@@ -18,15 +16,7 @@ let operationId: number;
 
 before(async () => {
   ({ dir: work, cleanup } = await tempDir());
-  const pki = await createTestPki(path.join(work, 'pki'));
-  m = await createTestMaster(pki.root);
-  await addServerRow(m.db, 'print-away');
-  const payload = path.join(work, 'payload');
-  await mkdir(payload);
-  await writeFile(path.join(payload, 'watchdoc.conf'), 'release\n');
-  const file = await makePackage(work, 'q', { publisher: pki.good.rsa, payloadDir: payload, version: '1.0.0' });
-  const packageId = (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'Paged').attach('package', file).expect(201)).body.id as number;
-  operationId = (await supertest(m.app).post('/api/operations').set('Authorization', BASIC).send({ action: 'propagate', package: packageId, servers: 'all' }).expect(202)).body.id as number;
+  ({ m, operationId } = await masterWithWaitingOperation(work, await createTestPki(path.join(work, 'pki')), 'Paged'));
 });
 after(async () => {
   await m.cleanup();

@@ -60,6 +60,13 @@ export interface Admission {
   at: string;
 }
 
+const INSERT_ADMITTED = `INSERT INTO servers (name, mode, address, product, version, secret_hash, public_key, key_fingerprint, staged_json, last_seen, enrolled_at, requested_from, accepted_by, accepted_at)
+       VALUES (?, ?, ?, ?, ?, '', ?, ?, '[]', ?, ?, ?, ?, ?)`;
+
+function admittedRow(a: Admission): (string | null)[] {
+  return [a.name, a.mode, a.address, a.product, a.version, a.publicKey, a.keyFingerprint, a.enrolledAt, a.enrolledAt, a.requestedFrom, a.acceptedBy, a.at];
+}
+
 /** The accepted slave servers of the domain (enrollment requests are in ServerRequestsRepo). */
 export class ServersRepo {
   constructor(private readonly db: Queryable) {}
@@ -88,13 +95,12 @@ export class ServersRepo {
    */
   async admit(a: Admission): Promise<number> {
     await this.db.run(
-      `INSERT INTO servers (name, mode, address, product, version, secret_hash, public_key, key_fingerprint, staged_json, last_seen, enrolled_at, requested_from, accepted_by, accepted_at)
-       VALUES (?, ?, ?, ?, ?, '', ?, ?, '[]', ?, ?, ?, ?, ?)
+      `${INSERT_ADMITTED}
        ON CONFLICT (name) DO UPDATE SET mode = excluded.mode, address = excluded.address, product = excluded.product, version = excluded.version,
          public_key = excluded.public_key, key_fingerprint = excluded.key_fingerprint, staged_json = '[]', free_disk_bytes = NULL, last_seen = excluded.last_seen,
          enrolled_at = excluded.enrolled_at, requested_from = excluded.requested_from, accepted_by = excluded.accepted_by, accepted_at = excluded.accepted_at,
          requested_mode = NULL, requested_address = NULL, change_state = NULL`,
-      [a.name, a.mode, a.address, a.product, a.version, a.publicKey, a.keyFingerprint, a.enrolledAt, a.enrolledAt, a.requestedFrom, a.acceptedBy, a.at],
+      admittedRow(a),
     );
     const row = await this.db.get<{ id: number }>('SELECT id FROM servers WHERE name = ?', [a.name]);
     return row?.id ?? 0;
@@ -102,11 +108,7 @@ export class ServersRepo {
 
   /** A server under a name not yet in the domain; null when the name is taken (it was, or just became). */
   async insertNew(a: Admission): Promise<number | null> {
-    const result = await this.db.run(
-      `INSERT INTO servers (name, mode, address, product, version, secret_hash, public_key, key_fingerprint, staged_json, last_seen, enrolled_at, requested_from, accepted_by, accepted_at)
-       VALUES (?, ?, ?, ?, ?, '', ?, ?, '[]', ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
-      [a.name, a.mode, a.address, a.product, a.version, a.publicKey, a.keyFingerprint, a.enrolledAt, a.enrolledAt, a.requestedFrom, a.acceptedBy, a.at],
-    );
+    const result = await this.db.run(`${INSERT_ADMITTED} ON CONFLICT (name) DO NOTHING`, admittedRow(a));
     return result.changes > 0 ? result.lastID : null;
   }
 

@@ -63,11 +63,7 @@ export function agentJsonBody(limitBytes: number): RequestHandler {
 
 /** res.json without the ETag and freshness work: an agent never caches an answer. */
 export function sendAgentJson(res: Response, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.statusCode = status;
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.setHeader('Content-Length', Buffer.byteLength(text));
-  res.end(text);
+  sendSignedAgentJson(res, status, body, null);
 }
 
 /**
@@ -88,16 +84,14 @@ export interface AnswerContext {
 
 /** An answer to an agent, signed (or MAC'd in a session) over the status, route, agent, nonce and body. */
 export function sendSignedAgentJson(res: Response, status: number, body: unknown, to: AnswerContext | null): void {
-  if (to && (to.key || to.mac)) {
-    const text = JSON.stringify(body);
+  const text = JSON.stringify(body);
+  if (to?.mac || to?.key) {
     const parts = { status, path: to.path, agent: to.agent, nonce: to.nonce, body: text };
     if (to.mac) res.setHeader(ANSWER_MAC_HEADER, macAnswer(to.mac, parts));
     else if (to.key) res.setHeader(SIGNATURE_HEADER, signAnswer(to.key, parts));
-    res.statusCode = status;
-    res.setHeader('Content-Type', 'application/json; charset=utf-8');
-    res.setHeader('Content-Length', Buffer.byteLength(text));
-    res.end(text);
-    return;
   }
-  sendAgentJson(res, status, body);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
 }

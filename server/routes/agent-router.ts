@@ -1,5 +1,5 @@
 import { Router, type ErrorRequestHandler, type RequestHandler, type Response } from 'express';
-import { agentRequestSignatureMatches, AGENT_SIGNATURE_HEADER, NONCE_HEADER, NONCE_PATTERN, parseAgentPublicKey } from '../../lib/agent-keys.js';
+import { AGENT_KEY_HEADER, agentRequestSignatureMatches, AGENT_SIGNATURE_HEADER, FINGERPRINT_PATTERN, NONCE_HEADER, NONCE_PATTERN, parseAgentPublicKey } from '../../lib/agent-keys.js';
 import { enrollRequestSchema, reportRequestSchema, sessionRequestSchema } from '../../lib/agent-protocol.js';
 import { ValidationError, errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
@@ -16,8 +16,6 @@ import type { PackageStore } from '../package-store.js';
 import type { AdmissionService } from '../services/admission-service.js';
 import type { AgentService } from '../services/agent-service.js';
 
-export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
-const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 
 export interface AgentRouterDeps {
   agents: AgentService;
@@ -55,7 +53,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     const nonce = req.get(NONCE_HEADER);
     const agent = req.get(AGENT_KEY_HEADER);
     if (!nonce || !NONCE_PATTERN.test(nonce)) throw new ValidationError(`Agent calls carry a fresh nonce (${NONCE_HEADER}: 16 to 64 base64url characters)`);
-    res.locals.agentCall = { path: req.path, nonce, agent: agent && FINGERPRINT.test(agent) ? agent : '-' };
+    res.locals.agentCall = { path: req.path, nonce, agent: agent && FINGERPRINT_PATTERN.test(agent) ? agent : '-' };
     // Within a session, answers carry the session's MAC, for that server's key.
     const server = res.locals.agentServer;
     const sessionKey = res.locals.agentSessionKey;

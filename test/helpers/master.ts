@@ -1,5 +1,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Express } from 'express';
 import supertest from 'supertest';
@@ -10,7 +11,9 @@ import { memoryLogger } from '../../lib/logger.js';
 import { PackageStore } from '../../server/package-store.js';
 import { ServersRepo } from '../../server/db/servers-repo.js';
 import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
+import { makePackage } from './openssl-package.js';
 import { tempDir } from './run.js';
+import type { TestPki } from './test-pki.js';
 
 export const ADMIN_PASSWORD = 'correct horse battery staple';
 export const BASIC = `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}`;
@@ -90,4 +93,20 @@ export async function addServerRow(db: Database, name: string, fields: { mode?: 
     name, mode: fields.mode ?? 'mailbox', address: fields.address ?? null, product: 'watchdoc', version: fields.version ?? '0.9.0',
     publicKey: 'none', keyFingerprint: `SHA256:test-${name}`, requestedFrom: null, acceptedBy: 'test', enrolledAt: at, at,
   });
+}
+
+/**
+ * A master with one slave that never calls in and a propagate operation to it, which therefore
+ * stays running (its target pending): what the console's attack tests try to change or cancel.
+ */
+export async function masterWithWaitingOperation(work: string, pki: TestPki, packageName: string) {
+  const m = await createTestMaster(pki.root);
+  await addServerRow(m.db, 'print-away');
+  const payload = path.join(work, 'payload');
+  await mkdir(payload);
+  await writeFile(path.join(payload, 'watchdoc.conf'), 'release\n');
+  const file = await makePackage(work, 'waiting', { publisher: pki.good.rsa, payloadDir: payload, version: '1.0.0' });
+  const packageId = (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', packageName).attach('package', file).expect(201)).body.id as number;
+  const operationId = (await supertest(m.app).post('/api/operations').set('Authorization', BASIC).send({ action: 'propagate', package: packageId, servers: 'all' }).expect(202)).body.id as number;
+  return { m, payload, packageId, operationId };
 }

@@ -1,10 +1,9 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { AGENT_SIGNATURE_HEADER, generateAgentKey, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../../lib/agent-keys.js';
+import { AGENT_KEY_HEADER, AGENT_SIGNATURE_HEADER, generateAgentKey, keyFingerprint, newNonce, NONCE_HEADER, signAgentRequest } from '../../lib/agent-keys.js';
 import type { AgentStatus } from '../../lib/agent-protocol.js';
 import { answerSignatureMatches, SIGNATURE_HEADER } from '../../lib/request-signing.js';
 import { ANSWER_MAC_HEADER, answerMacMatches, CALL_MAC_HEADER, CALL_TIME_HEADER, macCall, newExchange, openSessionKey } from '../../lib/session-crypto.js';
 
-export const AGENT_KEY_HEADER = 'x-propagator-agent-key';
 
 export interface AgentAnswer {
   status: number;

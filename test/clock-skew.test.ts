@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -83,7 +83,7 @@ before(async () => {
     delete process.env.LD_PRELOAD;
     delete process.env.FAKETIME;
   }
-  master = await startMasterProcess(['--data', path.join(work, 'master'), '--trust', pki.root, '--auto-accept', '--product-version', '6.2.0', '--deadline-bidirectional', '60'],
+  master = await startMasterProcess(['--data', path.join(work, 'master'), '--trust', pki.root, '--auto-accept', '--product-version', '6.2.0', '--deadline-bidirectional', '60', '--log-level', 'debug'],
     { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: TOKEN });
   const file = await makeRelease(work, pki.good.rsa, '6.2.0');
   const form = new FormData();
@@ -121,6 +121,28 @@ describe('a bidirectional agent whose clock is wrong', { skip: skip ?? false }, 
 });
 
 describe('a mailbox agent whose clock is wrong', { skip: skip ?? false }, () => {
+  it('carries on when its clock is stepped by 10 minutes mid-session (as NTP does), and the new offset shows', async () => {
+    // libfaketime reads the offset from this file (at most once a second), so the test can move it.
+    const clockFile = path.join(work, 'stepped-clock');
+    await writeFile(clockFile, '+0s\n');
+    const a = await startAgentProcess(['--master', master.url, '--name', 'stepped', '--mode', 'mailbox', '--data', path.join(work, 'stepped'), '--trust', pki.root,
+      '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1'],
+    { PROPAGATOR_ENROLL_TOKEN: TOKEN, LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: clockFile, FAKETIME_CACHE_DURATION: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+    agents.push(a);
+    await waitFor(async () => (await server(a.serverId))?.clockOffsetMs !== null, 10_000, 'a first offset');
+    assert.ok(Math.abs((await server(a.serverId))?.clockOffsetMs ?? Infinity) < 5000);
+    const refusals = () => master.stdout().split('\n').filter((l) => l.includes('"path":"/api/agent/report","status":401')).length;
+    const refusedBefore = refusals();
+    await writeFile(clockFile, '+600s\n');
+    await waitFor(async () => Math.abs(((await server(a.serverId))?.clockOffsetMs ?? 0) - 600_000) < 5000, 15_000, 'the new offset');
+    // Its call stamped from the old offset was refused as too far from the master's time; it
+    // opened a new session at once, learning the new offset, and carries on.
+    assert.equal(refusals(), refusedBefore + 1);
+    assert.doesNotMatch(a.logs(), /the master refused this agent/);
+    const { target } = await operate('apply', a.serverId);
+    assert.equal(target.state, 'succeeded', target.message);
+  });
+
   for (const offset of ['+600s', '-600s']) {
     it(`${offset}: works end to end; the report's times are the master's, and the offset is shown`, async () => {
       const a = await agent(`mailbox${offset[0] === '+' ? 'ahead' : 'behind'}`, 'mailbox', offset);

@@ -6,8 +6,12 @@ import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
+import { memoryLogger } from '../lib/logger.js';
+import { CommandsRepo } from '../server/db/commands-repo.js';
+import { ServersRepo } from '../server/db/servers-repo.js';
+import { Dispatcher } from '../server/dispatcher.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
-import { ADMIN_PASSWORD, BASIC, createTestMaster, listenMaster } from './helpers/master.js';
+import { ADMIN_PASSWORD, addServerRow, BASIC, createTestMaster, listenMaster } from './helpers/master.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
 import { tempDir } from './helpers/run.js';
@@ -275,3 +279,34 @@ describe('measuring the offset', () => {
     }
   });
 });
+
+describe('a redelivery refused for the clock', () => {
+  it('leaves the target to run: the slave may hold the command already, and its result still comes', async () => {
+    const m = await createTestMaster(pki.root);
+    let answer = () => `HTTP/1.1 202 Accepted\r\nX-Propagator-Agent-Time: ${Date.now()}\r\nContent-Length: 2\r\n\r\n{}`;
+    const fake = await scriptedAgent(() => answer());
+    // Its own dispatcher, redelivering after 300 ms of silence instead of a minute.
+    const dispatcher = new Dispatcher(new CommandsRepo(m.db), new ServersRepo(m.db), m.services.masterKey, memoryLogger(), { concurrency: 1, redeliverAfterMs: 300, tickMs: 100 });
+    try {
+      const serverId = await addServerRow(m.db, 'redelivered', { mode: 'bidirectional', address: fake.url });
+      const file = await makeRelease(work, pki.good.rsa, '6.3.0');
+      const pkg = (await supertest(m.app).post('/api/packages').set('Authorization', BASIC).field('name', 'redelivered').attach('package', file).expect(201)).body.id as number;
+      const { id } = await m.services.commands.enqueue({ serverId, type: 'propagate', packageId: pkg });
+      dispatcher.start();
+      await waitFor(async () => (await m.services.commands.get(id)).state === 'delivered', 10_000, 'the delivery');
+      assert.ok(Math.abs((await new ServersRepo(m.db).findById(serverId))?.clockOffsetMs ?? Infinity) < 2000, 'the offset its answer showed');
+      answer = () => `HTTP/1.1 401 Unauthorized\r\nX-Propagator-Refusal: clock\r\nX-Propagator-Agent-Time: ${Date.now() + 600_000}\r\nContent-Length: 0\r\n\r\n`;
+      await waitFor(async () => /clock/.test((await m.services.commands.get(id)).message), 10_000, 'the refused redelivery');
+      const command = await m.services.commands.get(id);
+      assert.equal(command.state, 'queued');
+      assert.ok(command.deliveredAt);
+      assert.match(command.message, /^the slave's clock is 600 s ahead of the master's: it refuses the master's calls when the clocks differ by more than 300 s; set its clock \(NTP\); trying again in \d+ s$/);
+      assert.ok(Math.abs(((await new ServersRepo(m.db).findById(serverId))?.clockOffsetMs ?? 0) - 600_000) < 2000);
+    } finally {
+      await dispatcher.stop();
+      await fake.close();
+      await m.cleanup();
+    }
+  });
+});
+

@@ -212,7 +212,7 @@ export class AgentService extends EventEmitter {
    * MAC), written with the next status flush, and only when it moved by more than a second: an
    * idle poll costs no write of its own.
    */
-  private recordClock(server: SlaveRecord, agentTime: unknown, receivedAt: number): void {
+  private recordClock(server: SlaveRecord, agentTime: number, receivedAt: number): void {
     const offset = offsetFrom(agentTime, receivedAt);
     if (offset === null) return;
     const written = this.writtenOffsets.has(server.id) ? this.writtenOffsets.get(server.id) : server.clockOffsetMs;
@@ -226,7 +226,7 @@ export class AgentService extends EventEmitter {
    * A heartbeat, a mailbox call or a result delivery: records status (and the slave's clock, when
    * the call says what it reads), applies results, hands out work.
    */
-  async report(server: SlaveRecord, status: AgentStatus, results: CommandResult[], agentTime?: unknown): Promise<ReportResponse> {
+  async report(server: SlaveRecord, status: AgentStatus, results: CommandResult[], agentTime?: number): Promise<ReportResponse> {
     if (status.name !== server.name) throw new ForbiddenError(`This agent is enrolled as "${server.name}", not "${status.name}"`);
     const receivedAt = Date.now();
     const now = new Date(receivedAt).toISOString();

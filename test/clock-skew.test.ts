@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -23,7 +23,11 @@ import { createTestPki, type TestPki } from './helpers/test-pki.js';
  * against a real master process whose clock is right.
  */
 const TOKEN = 'clock-skew-enrollment-token-0123456789';
-const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+/** Debian puts it under the architecture's folder (x86_64-linux-gnu, aarch64-linux-gnu…). */
+const LIBFAKETIME = (() => {
+  const found = existsSync('/usr/lib') ? readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/faketime/libfaketime.so.1`).find((f) => existsSync(f)) : undefined;
+  return found ?? '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+})();
 
 /** An agent's environment with its clock moved; node's timers keep the real monotonic clock. */
 const skewed = (offset: string) => ({ LD_PRELOAD: LIBFAKETIME, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1' });

@@ -57,3 +57,43 @@ export function clockWarning(offsetMs: number | null, mode: ServerMode): string 
     : `its mailbox calls do not depend on it, but it checks the dates of certificates and packages with its own clock, and in bidirectional mode it would refuse the master's calls (more than ${window} s apart)`;
   return `${describeOffset(offsetMs)}: ${why}; set its clock (NTP)`;
 }
+
+/**
+ * Which offsets measured from agents' calls are worth writing. A call's offset is the agent's
+ * time minus the master's when the call arrived: low by the call's transit, never high. So a rise
+ * of more than a second is news at once (a clock set forward, or a first measurement taken from a
+ * slow call); a fall is taken only when every call for `holdMs` shows it, as the highest of the
+ * calls in the second half of that time (late calls from before a clock was set back do not
+ * count). A master slowed down under load (calls arriving seconds late) therefore writes nothing.
+ */
+export class OffsetFilter {
+  /** Servers whose calls all show a lower offset than the one written: since when, and the highest lately. */
+  private readonly lows = new Map<number, { since: number; recent: number | null }>();
+
+  constructor(private readonly holdMs = 60_000) {}
+
+  /** The offset to write now, or null. */
+  next(serverId: number, measured: number, written: number | null | undefined, now: number): number | null {
+    if (written === null || written === undefined || measured > written + CLOCK_OFFSET_STEP_MS) {
+      this.lows.delete(serverId);
+      return measured;
+    }
+    if (measured >= written - CLOCK_OFFSET_STEP_MS) {
+      this.lows.delete(serverId);
+      return null;
+    }
+    const low = this.lows.get(serverId);
+    if (!low) {
+      this.lows.set(serverId, { since: now, recent: null });
+      return null;
+    }
+    if (now - low.since >= this.holdMs / 2) low.recent = Math.max(low.recent ?? -Infinity, measured);
+    if (now - low.since < this.holdMs || low.recent === null) return null;
+    this.lows.delete(serverId);
+    return low.recent;
+  }
+
+  forget(serverId: number): void {
+    this.lows.delete(serverId);
+  }
+}

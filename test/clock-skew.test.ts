@@ -9,6 +9,7 @@ import supertest from 'supertest';
 import { memoryLogger } from '../lib/logger.js';
 import { CommandsRepo } from '../server/db/commands-repo.js';
 import { ServersRepo } from '../server/db/servers-repo.js';
+import { OffsetFilter } from '../server/clock-offset.js';
 import { Dispatcher } from '../server/dispatcher.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { ADMIN_PASSWORD, addServerRow, BASIC, createTestMaster, listenMaster } from './helpers/master.js';
@@ -274,6 +275,9 @@ describe('measuring the offset', () => {
       assert.equal(await writes(), 1, 'moves within a second are not written');
       await poll(605_000);
       assert.equal(await writes(), 2);
+      // Calls arriving seconds late (a master slowed down by load) seem to show a lower offset.
+      for (let i = 0; i < 30; i++) await poll(605_000 - 3000 - (i % 3) * 1000);
+      assert.equal(await writes(), 2, 'late calls are not a clock set back');
       const row = (await supertest(m.app).get('/api/servers').set('Authorization', BASIC).expect(200)).body.find((s: ServerJson) => s.name === 'counted') as ServerJson;
       assert.ok(Math.abs((row.clockOffsetMs ?? 0) - 605_000) < 1000, `offset ${row.clockOffsetMs}`);
       assert.match(row.clockWarning ?? '', /^the slave's clock is 605 s ahead of the master's: its mailbox calls do not depend on it/);
@@ -281,6 +285,34 @@ describe('measuring the offset', () => {
       await served.close();
       await m.cleanup();
     }
+  });
+});
+
+describe('which measured offsets are written', () => {
+  it('a rise at once, a fall only when every call shows it for the hold time, as the highest of them', () => {
+    const filter = new OffsetFilter(60_000);
+    assert.equal(filter.next(1, -250, null, 0), -250, 'the first measurement');
+    assert.equal(filter.next(1, 800, -250, 1000), 800, 'a rise of more than a second');
+    assert.equal(filter.next(1, 1500, 800, 2000), null, 'within a second');
+    // Late calls, then one on time: not a fall.
+    assert.equal(filter.next(1, -4000, 800, 3000), null);
+    assert.equal(filter.next(1, -9000, 800, 50_000), null);
+    assert.equal(filter.next(1, 700, 800, 70_000), null);
+    assert.equal(filter.next(1, -5000, 800, 80_000), null, 'a new streak starts here');
+    // Set back by about 600 s: every call shows it for a minute; the highest of its second half
+    // (the least delayed, and after the late call that began the streak) is taken.
+    assert.equal(filter.next(1, -599_800, 800, 90_000), null);
+    assert.equal(filter.next(1, -599_200, 800, 120_000), null);
+    assert.equal(filter.next(1, -599_900, 800, 140_001), -599_200);
+    assert.equal(filter.next(1, -599_500, -599_200, 141_000), null);
+    // Calls a minute apart (an idle mailbox): the second one decides.
+    assert.equal(filter.next(3, -70_000, 0, 0), null);
+    assert.equal(filter.next(3, -69_000, 0, 61_000), -69_000);
+    // Servers are apart, and a forgotten one starts over.
+    assert.equal(filter.next(2, 5000, null, 141_000), 5000);
+    filter.next(1, -700_000, -599_200, 150_000);
+    filter.forget(1);
+    assert.equal(filter.next(1, -700_000, -599_200, 215_000), null, 'its streak was forgotten');
   });
 });
 

@@ -8,7 +8,7 @@ import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
 import type { Database } from '../db/database.js';
 import { ServersRepo } from '../db/servers-repo.js';
-import { offsetFrom, offsetMoved } from '../clock-offset.js';
+import { OffsetFilter, offsetFrom } from '../clock-offset.js';
 import { deriveKey } from '../derived-keys.js';
 import type { Command, SlaveRecord } from '../domain.js';
 import { AuthenticationError, ForbiddenError, TooManyRequestsError } from '../errors.js';
@@ -48,6 +48,7 @@ export class AgentService extends EventEmitter {
   /** Clock offsets measured and not yet written, and the last one written per server. */
   private readonly pendingOffsets = new Map<number, number>();
   private readonly writtenOffsets = new Map<number, number | null>();
+  private readonly offsetFilter = new OffsetFilter();
   private flushTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   /**
@@ -145,6 +146,7 @@ export class AgentService extends EventEmitter {
     this.writtenStatus.delete(serverId);
     this.pendingOffsets.delete(serverId);
     this.writtenOffsets.delete(serverId);
+    this.offsetFilter.forget(serverId);
   }
 
   /** Writes the status reports received since the last flush, in one transaction. */
@@ -209,14 +211,15 @@ export class AgentService extends EventEmitter {
 
   /**
    * Keeps the offset of the slave's clock that a call showed (its `agentTime`, under the call's
-   * MAC), written with the next status flush, and only when it moved by more than a second: an
-   * idle poll costs no write of its own.
+   * MAC), written with the next status flush, and only when it really moved (OffsetFilter): an
+   * idle poll costs no write of its own, also when calls arrive late.
    */
   private recordClock(server: SlaveRecord, agentTime: number, receivedAt: number): void {
-    const offset = offsetFrom(agentTime, receivedAt);
-    if (offset === null) return;
+    const measured = offsetFrom(agentTime, receivedAt);
+    if (measured === null) return;
     const written = this.writtenOffsets.has(server.id) ? this.writtenOffsets.get(server.id) : server.clockOffsetMs;
-    if (!offsetMoved(offset, written)) return;
+    const offset = this.offsetFilter.next(server.id, measured, written, receivedAt);
+    if (offset === null) return;
     this.writtenOffsets.set(server.id, offset);
     this.pendingOffsets.set(server.id, offset);
     this.flushSoon();

@@ -3,7 +3,7 @@ import { commandSchema, type AgentStatus } from '../lib/agent-protocol.js';
 import type { Logger } from '../lib/logger.js';
 import { NONCE_HEADER, NONCE_PATTERN } from '../lib/agent-keys.js';
 import type { NonceCache } from './nonce-cache.js';
-import { checkSignature, MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../lib/request-signing.js';
+import { AGENT_TIME_HEADER, checkSignature, REFUSAL_HEADER, SIGNATURE_HEADER, staleness, TIMESTAMP_HEADER, type Refusal } from '../lib/request-signing.js';
 import type { CommandRunner } from './command-runner.js';
 import type { Identity } from './identity.js';
 
@@ -19,6 +19,18 @@ export function createAgentApp(deps: { identity: () => Identity | null; runner: 
   // A command is well under 1 KiB.
   const raw = express.raw({ type: () => true, limit: '16kb' });
 
+  /** A refusal: its reason in a header (the master reads headers only), the sentence in the body. */
+  const refuse = (res: express.Response, status: number, refusal: Refusal) => {
+    res.set(REFUSAL_HEADER, refusal.reason).status(status).json({ error: refusal.message });
+  };
+
+  // Every answer says what this slave's clock reads: the master measures the offset from it, and
+  // names it when it is why a call is refused.
+  app.use((_req, res, next) => {
+    res.set(AGENT_TIME_HEADER, String(Date.now()));
+    next();
+  });
+
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -26,16 +38,16 @@ export function createAgentApp(deps: { identity: () => Identity | null; runner: 
   // A call that is not even shaped like a fresh signed one is refused from its headers, before
   // its body is read, and its connection closed: a stranger costs this print server nothing.
   app.use((req, res, next) => {
-    const when = Number(req.get(TIMESTAMP_HEADER));
     const signed = req.get(SIGNATURE_HEADER) && NONCE_PATTERN.test(req.get(NONCE_HEADER) ?? '');
-    if (signed && Number.isFinite(when) && Math.abs(Date.now() - when) <= MAX_SKEW_MS) return next();
-    res.set('Connection', 'close').status(401).json({ error: signed ? 'the request signature is stale (check the clocks of master and slave)' : 'the request is not signed by the master' });
+    const stale = signed ? staleness(req.get(TIMESTAMP_HEADER)) : null;
+    if (signed && !stale) return next();
+    refuse(res.set('Connection', 'close'), 401, stale ?? { reason: 'unsigned', message: 'the request is not signed by the master' });
   });
 
   app.use(raw, async (req, res, next) => {
     const identity = deps.identity();
     if (!identity || identity.serverId === null) {
-      res.status(503).json({ error: 'this agent is not an accepted server of the domain yet' });
+      refuse(res, 503, { reason: 'not-accepted', message: 'this agent is not an accepted server of the domain yet' });
       return;
     }
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
@@ -44,10 +56,10 @@ export function createAgentApp(deps: { identity: () => Identity | null; runner: 
       method: req.method, path: req.path, body, agentId: identity.serverId,
       signature: req.get(SIGNATURE_HEADER), timestamp: req.get(TIMESTAMP_HEADER), nonce,
     });
-    if (!problem && !(await nonces.remember(nonce as string))) problem = 'the request was already received once (a replay is refused)';
+    if (!problem && !(await nonces.remember(nonce as string))) problem = { reason: 'replay', message: 'the request was already received once (a replay is refused)' };
     if (problem) {
-      deps.log.warn('refused a call not signed by the master', { method: req.method, path: req.path, ip: req.ip ?? null, reason: problem });
-      res.status(401).json({ error: problem });
+      deps.log.warn('refused a call not signed by the master', { method: req.method, path: req.path, ip: req.ip ?? null, reason: problem.message });
+      refuse(res, 401, problem);
       return;
     }
     next();
@@ -58,12 +70,12 @@ export function createAgentApp(deps: { identity: () => Identity | null; runner: 
     try {
       data = JSON.parse((req.body as Buffer).toString('utf8'));
     } catch {
-      res.status(400).json({ error: 'the command is not JSON' });
+      refuse(res, 400, { reason: 'malformed', message: 'the command is not JSON' });
       return;
     }
     const parsed = commandSchema.safeParse(data);
     if (!parsed.success) {
-      res.status(422).json({ error: `the command is malformed: ${parsed.error.issues[0]?.message ?? ''}` });
+      refuse(res, 422, { reason: 'malformed', message: `the command is malformed: ${parsed.error.issues[0]?.message ?? ''}` });
       return;
     }
     res.status(202).json(await deps.runner.submit(parsed.data));

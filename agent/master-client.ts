@@ -148,9 +148,10 @@ export class MasterClient {
     }
   }
 
+  /** Also says what this agent's clock reads (under the call's MAC): the master shows the offset. */
   report(status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
     return this.withSession((session) => this.call('api/agent/report', {
-      method: 'POST', payload: { status, results }, schema: reportResponseSchema, verifyWith: session,
+      method: 'POST', payload: { status, results, agentTime: Date.now() }, schema: reportResponseSchema, verifyWith: session,
     }));
   }
 

@@ -21,12 +21,14 @@ export async function mailboxScenario(ctx: BenchContext): Promise<Figure[]> {
   try {
     const agents = await enrollAgents(master.url, TOKEN, count);
     // Bodies made beforehand: the load generator shares the machine, and should cost it little.
-    const prepared = agents.map((a) => ({ agent: a, body: JSON.stringify({ status: a.status, results: [] }) }));
+    // Only the agent's clock is added at each poll, as agents send it (the master measures the offset).
+    const prepared = agents.map((a) => ({ agent: a, head: JSON.stringify({ status: a.status, results: [] }).slice(0, -1) }));
     let next = 0;
     // Each poll carries a fresh nonce, as agents send them (the master signs its answer over it).
     const nextPoll = () => {
       const p = prepared[next++ % prepared.length] as (typeof prepared)[number];
-      return { headers: agentHeaders(p.agent, p.body), body: p.body };
+      const body = `${p.head},"agentTime":${Date.now()}}`;
+      return { headers: agentHeaders(p.agent, body), body };
     };
     const poll: autocannon.Request = {
       method: 'POST',

@@ -104,7 +104,12 @@ export const resultSchema = z.object({
 });
 export type CommandResult = z.infer<typeof resultSchema>;
 
-export const reportRequestSchema = z.object({ status: agentStatusSchema, results: z.array(resultSchema).max(1000) });
+export const reportRequestSchema = z.object({
+  status: agentStatusSchema,
+  results: z.array(resultSchema).max(1000),
+  /** What the agent's clock read (ms) when it made the call: the master measures the offset. Older agents send none; a bad one is ignored. */
+  agentTime: z.number().optional().catch(undefined),
+});
 export type ReportRequest = z.infer<typeof reportRequestSchema>;
 
 export const reportResponseSchema = z.object({

@@ -20,6 +20,22 @@ export const SIGNATURE_HEADER = 'x-propagator-signature';
 export const TIMESTAMP_HEADER = 'x-propagator-timestamp';
 export const MAX_SKEW_MS = 5 * 60_000;
 
+/**
+ * A bidirectional agent's answers say what its clock reads (ms), and a refusal says why in a word
+ * of REFUSAL_REASONS: the master reads these two headers and never the body, so it can tell "your
+ * clock is 600 s ahead" from "unreachable" without taking any text from the agent.
+ */
+export const AGENT_TIME_HEADER = 'x-propagator-agent-time';
+export const REFUSAL_HEADER = 'x-propagator-refusal';
+export const REFUSAL_REASONS = ['clock', 'unsigned', 'signature', 'replay', 'not-accepted', 'malformed'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/** Why a call to an agent is refused: a reason for the master, and a sentence for people. */
+export interface Refusal {
+  reason: RefusalReason;
+  message: string;
+}
+
 export function generateSigningKey(): { privatePem: string; publicPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   return {
@@ -48,15 +64,22 @@ export function signRequest(privateKey: KeyObject | string, request: RequestPart
   return { [SIGNATURE_HEADER]: signature, [TIMESTAMP_HEADER]: timestamp, [NONCE_HEADER]: request.nonce };
 }
 
+/** Whether a signed call's timestamp is within MAX_SKEW_MS of this clock; why not, otherwise. */
+export function staleness(timestamp: string | undefined, now = Date.now()): Refusal | null {
+  const when = Number(timestamp);
+  if (Number.isFinite(when) && Math.abs(now - when) <= MAX_SKEW_MS) return null;
+  return { reason: 'clock', message: 'the request signature is stale (check the clocks of master and slave)' };
+}
+
 /** Why a signed request is refused, or null when it is genuine and fresh (replays are the caller's to catch). */
 export function checkSignature(
   publicKey: KeyObject | string,
   request: RequestParts & { signature: string | undefined; timestamp: string | undefined; nonce: string | undefined },
   now = Date.now(),
-): string | null {
-  if (!request.signature || !request.timestamp || !request.nonce) return 'the request is not signed by the master';
-  const when = Number(request.timestamp);
-  if (!Number.isFinite(when) || Math.abs(now - when) > MAX_SKEW_MS) return 'the request signature is stale (check the clocks of master and slave)';
+): Refusal | null {
+  if (!request.signature || !request.timestamp || !request.nonce) return { reason: 'unsigned', message: 'the request is not signed by the master' };
+  const stale = staleness(request.timestamp, now);
+  if (stale) return stale;
   const key = typeof publicKey === 'string' ? createPublicKey(publicKey) : publicKey;
   const canonical = canonicalRequest({ ...request, timestamp: request.timestamp, nonce: request.nonce });
   const ok = (() => {
@@ -66,7 +89,7 @@ export function checkSignature(
       return false;
     }
   })();
-  return ok ? null : 'the request signature does not match the master key';
+  return ok ? null : { reason: 'signature', message: 'the request signature does not match the master key' };
 }
 
 export interface AnswerParts {

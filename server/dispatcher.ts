@@ -1,10 +1,11 @@
-import { postToAgent } from './agent-caller.js';
+import { AgentCallError, postToAgent } from './agent-caller.js';
+import { CLOCK_WINDOW_MS, describeOffset, offsetMoved } from './clock-offset.js';
 import { newNonce } from '../lib/agent-keys.js';
 import { signRequest } from '../lib/request-signing.js';
 import { errorMessage } from '../lib/errors.js';
 import type { CommandsRepo } from './db/commands-repo.js';
 import type { ServersRepo } from './db/servers-repo.js';
-import type { Command } from './domain.js';
+import type { Command, SlaveRecord } from './domain.js';
 import type { Logger } from '../lib/logger.js';
 import type { MasterKey } from './master-key.js';
 import { toAgentCommand } from './services/agent-service.js';
@@ -80,21 +81,67 @@ export class Dispatcher {
     const path = '/api/commands';
     const headers = signRequest((await this.key()).privateKey, { method: 'POST', path, body, agentId: server.id, nonce: newNonce() });
     try {
-      await postToAgent(new URL(path, server.address), { ...headers, 'content-type': 'application/json' }, body, 10_000);
+      const answer = await postToAgent(new URL(path, server.address), { ...headers, 'content-type': 'application/json' }, body, 10_000);
+      await this.noteClock(server, answer.clockOffsetMs);
       const now = new Date().toISOString();
       if (await this.commands.update(command.id, { state: 'delivered', deliveredAt: now, attempts: command.attempts + 1, nextAttemptAt: null }, ['queued', 'delivered'])) {
         this.onChange(command.id);
       }
     } catch (err) {
+      const call = err instanceof AgentCallError ? err : null;
+      await this.noteClock(server, call?.clockOffsetMs ?? null);
+      const refused = call ? whyRefused(call) : null;
+      if (call?.refusal === 'clock' && command.deliveredAt === null) {
+        // The slave answered, and refuses every call until its clock is set: the target fails now
+        // with that reason, not at its deadline as "unreachable". (A command it may already hold,
+        // delivered before, is left to run: its result still comes through the agent's reports.)
+        if (await this.commands.update(command.id, { state: 'failed', message: `${refused}, then retry`, attempts: command.attempts + 1, finishedAt: new Date().toISOString() }, ['queued'])) {
+          this.log.warn('agent refused the master\'s call: clocks apart', { server: server.name, commandId: command.id, clockOffsetMs: call.clockOffsetMs });
+          this.onChange(command.id);
+        }
+        return;
+      }
       const attempts = command.attempts + 1;
       const delay = Math.min(60_000, 1000 * 2 ** Math.min(attempts - 1, 6));
-      const reason = (err as { code?: string }).code ?? errorMessage(err);
+      const reason = call?.code ?? (err as { code?: string }).code ?? errorMessage(err);
+      const again = `trying again in ${Math.round(delay / 1000)} s`;
       await this.commands.update(command.id, {
         state: 'queued', attempts, nextAttemptAt: new Date(Date.now() + delay).toISOString(),
-        message: `cannot reach the agent at ${server.address} (${reason}); trying again in ${Math.round(delay / 1000)} s`,
+        message: refused ? `${refused}; ${again}` : `cannot reach the agent at ${server.address} (${reason}); ${again}`,
       }, ['queued', 'delivered']);
-      this.log.warn('agent unreachable', { server: server.name, commandId: command.id, attempts, error: reason });
+      if (refused) this.log.warn('agent refused the master\'s call', { server: server.name, commandId: command.id, attempts, reason: call?.refusal ?? null });
+      else this.log.warn('agent unreachable', { server: server.name, commandId: command.id, attempts, error: reason });
       this.onChange(command.id);
     }
+  }
+
+  /** Keeps the offset a bidirectional agent's answer showed, when it moved (not a write per call). */
+  private async noteClock(server: SlaveRecord, offsetMs: number | null): Promise<void> {
+    if (offsetMs === null || !offsetMoved(offsetMs, server.clockOffsetMs)) return;
+    await this.servers.setClockOffset(server.id, offsetMs).catch((err: unknown) => this.log.error('could not record a clock offset', { server: server.name, error: errorMessage(err) }));
+  }
+}
+
+/**
+ * The agent's reason for a refusal, in the master's words: the agent gives a word from a fixed
+ * list and what its clock reads, never text of its own (nothing it says reaches the report).
+ */
+export function whyRefused(call: AgentCallError): string | null {
+  const window = CLOCK_WINDOW_MS / 1000;
+  switch (call.refusal) {
+    case 'clock':
+      return `${call.clockOffsetMs === null ? `the slave's clock is more than ${window} s off the master's` : describeOffset(call.clockOffsetMs)}: it refuses the master's calls when the clocks differ by more than ${window} s; set its clock (NTP)`;
+    case 'signature':
+      return 'the slave does not recognise the master\'s signature (it trusts another master key: enroll it again)';
+    case 'unsigned':
+      return 'the slave received the call without its signature (is something between the master and the slave?)';
+    case 'replay':
+      return 'the slave refused the call as one it had received before';
+    case 'not-accepted':
+      return 'the slave does not know yet that it was accepted';
+    case 'malformed':
+      return 'the slave could not read the command (does it run an older version than the master?)';
+    default:
+      return null;
   }
 }

@@ -57,6 +57,8 @@ export interface SlaveRecord {
   acceptedAt: string | null;
   /** A mode or address the agent reports that the administrator has not accepted (yet). */
   requestedChange: { mode: ServerMode; address: string | null; state: 'pending' | 'rejected' } | null;
+  /** The slave's clock minus the master's (ms), as last measured from its calls; null: not yet. */
+  clockOffsetMs: number | null;
 }
 
 /** An enrollment waiting for the administrator, or refused by them. */
@@ -103,6 +105,10 @@ export interface ServerView {
   /** The agent's key fingerprint (null for the master, and for servers enrolled before keys). */
   keyFingerprint: string | null;
   requestedChange: SlaveRecord['requestedChange'];
+  /** The slave's clock minus the master's (ms); null for the master and before any measurement. */
+  clockOffsetMs: number | null;
+  /** Set when the offset is beyond what signed calls allow (clock-offset.ts). */
+  clockWarning: string | null;
 }
 
 export interface Session {

@@ -225,4 +225,13 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE commands ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT '';
     `,
   },
+  {
+    version: 6,
+    name: 'the clock offset of each slave',
+    sql: `
+      -- The slave's clock minus the master's (ms), measured from its calls and written when it
+      -- moves by more than a second; NULL until measured.
+      ALTER TABLE servers ADD COLUMN clock_offset_ms INTEGER;
+    `,
+  },
 ];

@@ -21,6 +21,7 @@ interface ServerRow {
   requested_mode: ServerMode | null;
   requested_address: string | null;
   change_state: 'pending' | 'rejected' | null;
+  clock_offset_ms: number | null;
 }
 
 function toSlave(row: ServerRow): SlaveRecord {
@@ -41,6 +42,7 @@ function toSlave(row: ServerRow): SlaveRecord {
     acceptedBy: row.accepted_by,
     acceptedAt: row.accepted_at,
     requestedChange: row.change_state && row.requested_mode ? { mode: row.requested_mode, address: row.requested_address, state: row.change_state } : null,
+    clockOffsetMs: row.clock_offset_ms,
   };
 }
 
@@ -99,7 +101,7 @@ export class ServersRepo {
        ON CONFLICT (name) DO UPDATE SET mode = excluded.mode, address = excluded.address, product = excluded.product, version = excluded.version,
          public_key = excluded.public_key, key_fingerprint = excluded.key_fingerprint, staged_json = '[]', free_disk_bytes = NULL, last_seen = excluded.last_seen,
          enrolled_at = excluded.enrolled_at, requested_from = excluded.requested_from, accepted_by = excluded.accepted_by, accepted_at = excluded.accepted_at,
-         requested_mode = NULL, requested_address = NULL, change_state = NULL`,
+         requested_mode = NULL, requested_address = NULL, change_state = NULL, clock_offset_ms = NULL`,
       admittedRow(a),
     );
     const row = await this.db.get<{ id: number }>('SELECT id FROM servers WHERE name = ?', [a.name]);
@@ -126,6 +128,11 @@ export class ServersRepo {
       const chunk = ids.slice(i, i + 500);
       await this.db.run(`UPDATE servers SET last_seen = ? WHERE id IN (${chunk.map(() => '?').join(', ')})`, [at, ...chunk]);
     }
+  }
+
+  /** The slave's clock minus the master's, as just measured (callers write only when it moved). */
+  async setClockOffset(id: number, offsetMs: number): Promise<void> {
+    await this.db.run('UPDATE servers SET clock_offset_ms = ? WHERE id = ?', [offsetMs, id]);
   }
 
   /** Records a mode or address the agent asks for (null: it reports the accepted ones again). */

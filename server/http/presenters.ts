@@ -37,6 +37,8 @@ export function serverJson(s: ServerView) {
     freeDiskBytes: s.freeDiskBytes,
     keyFingerprint: s.keyFingerprint,
     requestedChange: s.requestedChange,
+    clockOffsetMs: s.clockOffsetMs,
+    clockWarning: s.clockWarning,
   };
 }
 

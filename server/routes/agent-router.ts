@@ -149,7 +149,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     const server = res.locals.agentServer;
     if (!server) throw new AuthenticationError('Agent session required');
     const body = parse(reportRequestSchema, req.body);
-    sendSignedAgentJson(res, 200, await agents.report(server, body.status, body.results), res.locals.agentAnswer ?? null);
+    sendSignedAgentJson(res, 200, await agents.report(server, body.status, body.results, body.agentTime), res.locals.agentAnswer ?? null);
   });
 
   // The package itself is not signed here: its own signature and the digest the signed command

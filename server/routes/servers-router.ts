@@ -26,7 +26,8 @@ export function serversRouter(deps: { servers: ServerService; settings: Settings
     const parity = await servers.parity(list);
     const enrollSource = await settings.enrollTokenSource();
     const paged = paginate(list, { page: query.page, q: query.q, size: 100, text: (s) => [s.name, s.mode, s.address, s.version, s.status, s.role].join(' ') });
-    res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, enrollSource, formatBytes, removed: query.removed ?? null });
+    const clockWarnings = list.filter((s) => s.clockWarning !== null);
+    res.render('servers', { page: 'servers', servers: paged.items, paged, slaveCount: list.length - 1, parity, clockWarnings, enrollSource, formatBytes, removed: query.removed ?? null });
   });
 
   router.get('/api/servers', async (req, res) => {

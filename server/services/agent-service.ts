@@ -8,6 +8,7 @@ import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
 import type { Database } from '../db/database.js';
 import { ServersRepo } from '../db/servers-repo.js';
+import { OffsetFilter, offsetFrom } from '../clock-offset.js';
 import { deriveKey } from '../derived-keys.js';
 import type { Command, SlaveRecord } from '../domain.js';
 import { AuthenticationError, ForbiddenError, TooManyRequestsError } from '../errors.js';
@@ -44,6 +45,10 @@ export class AgentService extends EventEmitter {
   private readonly pendingStatus = new Map<number, { status: AgentStatus; at: string }>();
   /** The status last written for each server; an unchanged one only moves last_seen. */
   private readonly writtenStatus = new Map<number, string>();
+  /** Clock offsets measured and not yet written, and the last one written per server. */
+  private readonly pendingOffsets = new Map<number, number>();
+  private readonly writtenOffsets = new Map<number, number | null>();
+  private readonly offsetFilter = new OffsetFilter();
   private flushTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   /**
@@ -139,6 +144,9 @@ export class AgentService extends EventEmitter {
     this.identities.delete(serverId);
     this.pendingStatus.delete(serverId);
     this.writtenStatus.delete(serverId);
+    this.pendingOffsets.delete(serverId);
+    this.writtenOffsets.delete(serverId);
+    this.offsetFilter.forget(serverId);
   }
 
   /** Writes the status reports received since the last flush, in one transaction. */
@@ -147,7 +155,9 @@ export class AgentService extends EventEmitter {
     this.flushTimer = null;
     const batch = [...this.pendingStatus.entries()];
     this.pendingStatus.clear();
-    if (batch.length === 0) return this.flushing;
+    const offsets = [...this.pendingOffsets.entries()];
+    this.pendingOffsets.clear();
+    if (batch.length === 0 && offsets.length === 0) return this.flushing;
     const changed: [number, AgentStatus, string][] = [];
     const seenOnly: number[] = [];
     for (const [id, { status }] of batch) {
@@ -163,8 +173,10 @@ export class AgentService extends EventEmitter {
       const repo = new ServersRepo(tx);
       for (const [id, status] of changed) await repo.updateStatus(id, status, at);
       await repo.touch(seenOnly, at);
+      for (const [id, offset] of offsets) await repo.setClockOffset(id, offset);
     })).catch((err: unknown) => {
       for (const [id] of changed) this.writtenStatus.delete(id);
+      for (const [id] of offsets) this.writtenOffsets.delete(id);
       this.log.error('could not record agent status', { error: errorMessage(err), servers: batch.length });
     });
     return this.flushing;
@@ -172,6 +184,10 @@ export class AgentService extends EventEmitter {
 
   private recordStatus(serverId: number, status: AgentStatus): void {
     this.pendingStatus.set(serverId, { status, at: new Date().toISOString() });
+    this.flushSoon();
+  }
+
+  private flushSoon(): void {
     if (this.pendingStatus.size >= 1000) void this.flush();
     else if (!this.flushTimer) {
       this.flushTimer = setTimeout(() => void this.flush(), 1000);
@@ -193,11 +209,32 @@ export class AgentService extends EventEmitter {
     }
   }
 
-  /** A heartbeat, a mailbox call or a result delivery: records status, applies results, hands out work. */
-  async report(server: SlaveRecord, status: AgentStatus, results: CommandResult[]): Promise<ReportResponse> {
+  /**
+   * Keeps the offset of the slave's clock that a call showed (its `agentTime`, under the call's
+   * MAC), written with the next status flush, and only when it really moved (OffsetFilter): an
+   * idle poll costs no write of its own, also when calls arrive late.
+   */
+  private recordClock(server: SlaveRecord, agentTime: number, receivedAt: number): void {
+    const measured = offsetFrom(agentTime, receivedAt);
+    if (measured === null) return;
+    const written = this.writtenOffsets.has(server.id) ? this.writtenOffsets.get(server.id) : server.clockOffsetMs;
+    const offset = this.offsetFilter.next(server.id, measured, written, receivedAt);
+    if (offset === null) return;
+    this.writtenOffsets.set(server.id, offset);
+    this.pendingOffsets.set(server.id, offset);
+    this.flushSoon();
+  }
+
+  /**
+   * A heartbeat, a mailbox call or a result delivery: records status (and the slave's clock, when
+   * the call says what it reads), applies results, hands out work.
+   */
+  async report(server: SlaveRecord, status: AgentStatus, results: CommandResult[], agentTime?: number): Promise<ReportResponse> {
     if (status.name !== server.name) throw new ForbiddenError(`This agent is enrolled as "${server.name}", not "${status.name}"`);
-    const now = new Date().toISOString();
+    const receivedAt = Date.now();
+    const now = new Date(receivedAt).toISOString();
     this.recordStatus(server.id, status);
+    if (agentTime !== undefined) this.recordClock(server, agentTime, receivedAt);
     await this.noteWhereabouts(server, status);
     const acknowledged: string[] = [];
     for (const result of results) {
@@ -250,10 +287,15 @@ export class AgentService extends EventEmitter {
       return true;
     }
     if (!['queued', 'delivered', 'running'].includes(command.state)) return true;
-    const common = { message: result.message, versionBefore: result.versionBefore, versionAfter: result.versionAfter, startedAt: result.startedAt };
+    // The report's times are the master's: when it heard that the slave started (or, for a result
+    // that comes first as final, when it handed the command over) and when it heard the result.
+    // The times in the result are the slave's clock, and are ignored.
+    const now = new Date().toISOString();
+    const startedAt = command.startedAt ?? (result.state === 'running' ? now : command.deliveredAt ?? now);
+    const common = { message: result.message, versionBefore: result.versionBefore, versionAfter: result.versionAfter, startedAt };
     const changed = result.state === 'running'
       ? await this.commands.update(command.id, { ...common, state: 'running' }, ['queued', 'delivered', 'running'])
-      : await this.commands.update(command.id, { ...common, state: result.state === 'failed' ? 'failed' : 'succeeded', finishedAt: result.finishedAt ?? new Date().toISOString() }, ['queued', 'delivered', 'running']);
+      : await this.commands.update(command.id, { ...common, state: result.state === 'failed' ? 'failed' : 'succeeded', finishedAt: now }, ['queued', 'delivered', 'running']);
     if (changed) {
       if (result.state !== 'running') this.log.info('command finished', { commandId: command.id, server: server.name, type: command.type, state: result.state, version: command.version, message: result.message.slice(0, 500) });
       this.emit('command', command.id);

@@ -1,6 +1,7 @@
 import { NotFoundError } from '../../lib/errors.js';
 import { compareVersions } from '../../lib/version.js';
 import type { MasterConfig } from '../config.js';
+import { clockWarning } from '../clock-offset.js';
 import type { ServersRepo } from '../db/servers-repo.js';
 import type { ServerStatus, ServerView, SlaveRecord } from '../domain.js';
 import type { Logger } from '../../lib/logger.js';
@@ -43,7 +44,7 @@ export class ServerService {
     return {
       id: s.id, name: s.name, role: 'slave', mode: s.mode, status: this.status(s.lastSeen, now), product: s.product,
       version: s.version, lastSeen: s.lastSeen, address: s.address, staged: s.staged, freeDiskBytes: s.freeDiskBytes,
-      keyFingerprint: s.keyFingerprint, requestedChange: s.requestedChange,
+      keyFingerprint: s.keyFingerprint, requestedChange: s.requestedChange, clockOffsetMs: s.clockOffsetMs, clockWarning: clockWarning(s.clockOffsetMs, s.mode),
     };
   }
 
@@ -53,7 +54,7 @@ export class ServerService {
     const master: ServerView = {
       id: 0, name: this.config.name, role: 'master', mode: null, status: 'online', product, version,
       lastSeen: new Date(now).toISOString(), address: this.masterUrl ?? `${scheme}://${this.config.host}:${this.config.port}`, staged: [], freeDiskBytes: null,
-      keyFingerprint: null, requestedChange: null,
+      keyFingerprint: null, requestedChange: null, clockOffsetMs: null, clockWarning: null,
     };
     return [master, ...(await this.servers.list()).map((s) => this.slaveView(s, now))];
   }

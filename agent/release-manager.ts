@@ -6,7 +6,9 @@ import type { Manifest } from '../lib/manifest.js';
 import { extractPayload } from '../lib/payload-extractor.js';
 import { compareVersions } from '../lib/version.js';
 import { readJson, writeJsonAtomic } from './files.js';
-import { runHook, type HookResult } from './hooks.js';
+import { runHook, stopInterruptedHook, type HookProcess, type HookResult } from './hooks.js';
+
+type HookName = 'hooks/apply' | 'hooks/health';
 
 /** Where an install stands; written before each step so a restart knows what to finish or undo. */
 interface InstallJournal {
@@ -14,6 +16,8 @@ interface InstallJournal {
   version: string;
   previous: string | null;
   phase: 'extracting' | 'applying' | 'switching' | 'checking' | 'healthy';
+  /** The hook running in this phase, written before it starts: a restart stops what is left of it. */
+  hook?: HookProcess & { name: HookName };
 }
 
 export interface InstallOutcome {
@@ -95,6 +99,16 @@ export class ReleaseManager {
     return { UPDATE_PRODUCT: this.options.product, UPDATE_VERSION: version, UPDATE_PREVIOUS_VERSION: previous ?? '', UPDATE_RELEASE_DIR: dir };
   }
 
+  /** Runs a hook of the release, the journal naming its process group before it starts. */
+  private async hook(name: HookName, dir: string, env: Record<string, string>, entry: InstallJournal): Promise<HookResult | null> {
+    const result = await runHook(path.join(dir, name), {
+      cwd: dir, env, timeoutMs: this.options.hookTimeoutMs,
+      started: (hook) => this.journal({ ...entry, hook: { name, ...hook } }),
+    });
+    if (result?.leftRunning) this.log.warn(`${name} ended but left processes holding its output; they keep running, their output is no longer read`, { version: entry.version });
+    return result;
+  }
+
   /** Installs a verified, staged package. Never leaves the slave without a working release. */
   async install(commandId: string, packageFile: string, manifest: Manifest, allowDowngrade: boolean): Promise<InstallOutcome> {
     const previous = await this.installedVersion();
@@ -124,7 +138,7 @@ export class ReleaseManager {
 
     await this.journal({ commandId, version, previous, phase: 'applying' });
     const env = this.hookEnv(version, previous, dir);
-    const applied = await runHook(path.join(dir, 'hooks', 'apply'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    const applied = await this.hook('hooks/apply', dir, env, { commandId, version, previous, phase: 'applying' });
     if (applied && !applied.ok) {
       await rm(dir, { recursive: true, force: true });
       await this.journal(null);
@@ -134,7 +148,7 @@ export class ReleaseManager {
     await this.journal({ commandId, version, previous, phase: 'switching' });
     await this.switchTo(version);
     await this.journal({ commandId, version, previous, phase: 'checking' });
-    const health = await runHook(path.join(dir, 'hooks', 'health'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    const health = await this.hook('hooks/health', dir, env, { commandId, version, previous, phase: 'checking' });
     if (health && !health.ok) {
       await this.switchTo(previous);
       await rm(dir, { recursive: true, force: true });
@@ -168,6 +182,8 @@ export class ReleaseManager {
     const journal = await readJson<InstallJournal>(this.journalFile);
     if (!journal) return null;
     const { commandId, version, previous } = journal;
+    // Nothing of the interrupted install may go on running while it is finished or undone.
+    if (journal.hook) await stopInterruptedHook(journal.hook.name, journal.hook, this.log);
     if (journal.phase === 'healthy') {
       await this.journal(null);
       this.log.warn('agent restarted after a healthy install; completed it', { version });

@@ -14,6 +14,8 @@ export interface ProcessStamp {
 }
 
 interface StatFields {
+  /** R, S, D, Z (a zombie: dead, waiting for its parent to reap it)... */
+  state: string;
   pgrp: number;
   startTime: number;
 }
@@ -24,7 +26,7 @@ function parseStat(text: string): StatFields | null {
   // fields[0] is field 3 (state): field 5 (pgrp) is fields[2], field 22 (starttime) fields[19].
   const pgrp = Number(fields[2]);
   const startTime = Number(fields[19]);
-  return Number.isInteger(pgrp) && Number.isInteger(startTime) ? { pgrp, startTime } : null;
+  return Number.isInteger(pgrp) && Number.isInteger(startTime) ? { state: fields[0] ?? '', pgrp, startTime } : null;
 }
 
 async function readStat(pid: number): Promise<StatFields | null> {
@@ -50,14 +52,14 @@ export async function stillRuns(stamp: ProcessStamp): Promise<boolean> {
   return now !== null && now.startTime === stamp.startTime && now.bootId === stamp.bootId;
 }
 
-/** The processes of a process group, with their start times. */
+/** The live processes of a process group (zombies are dead already), with their start times. */
 export async function groupMembers(pgid: number): Promise<{ pid: number; startTime: number }[]> {
   const entries = await readdir('/proc').catch(() => [] as string[]);
   const members: { pid: number; startTime: number }[] = [];
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     const stat = await readStat(Number(entry));
-    if (stat?.pgrp === pgid) members.push({ pid: Number(entry), startTime: stat.startTime });
+    if (stat?.pgrp === pgid && stat.state !== 'Z') members.push({ pid: Number(entry), startTime: stat.startTime });
   }
   return members;
 }

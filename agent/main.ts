@@ -96,12 +96,13 @@ async function startLocked(config: Readonly<AgentConfig>, lock: DataLock, option
   const log = options.log ?? createLogger({ level: config.logLevel, base: { agent: config.name } });
   // Owner-only whatever the folder was before: it holds the agent's key.
   await chmod(config.dataDir, 0o700);
-  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
-  await releases.init();
-  const key = await loadAgentKey(config.dataDir);
-  if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });
+  // Who this agent is, first: a damaged identity or key stops it before it touches anything.
   const saved = await loadIdentity(config.dataDir);
   let identity = saved.identity;
+  const key = await loadAgentKey(config.dataDir, { create: identity === null, expected: identity?.keyFingerprint });
+  if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });
+  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
+  await releases.init();
   const client = await MasterClient.create(config.masterUrl, config.caFile, key, { name: identity?.name ?? config.name, masterFingerprint: config.masterFingerprint });
   if (identity) client.setMasterKey(identity.masterPublicKey);
   const stager = new Stager(config.dataDir, { product: config.product, trustPath: config.trustPath }, client, log);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
@@ -106,6 +106,21 @@ describe('one master per data folder', () => {
     } finally {
       await again.stop();
     }
+  });
+
+  it('says what to do when the lock file is not one it made', async () => {
+    const data = path.join(work, 'master-bad-lock');
+    await mkdir(data, { recursive: true });
+    await writeFile(path.join(data, 'propagator.lock'), 'a file someone put here\n');
+    const refused = await masterOutcome(data);
+    await refused.stop();
+    assert.equal(refused.code, 2);
+    assert.equal(refused.stderr, `propagator: cannot lock the data folder ${data} with ${path.join(data, 'propagator.lock')} (SQLITE_NOTADB: file is not a database): if it is not a file Propagator made, remove it\n`);
+    assert.deepEqual(await readdir(data), ['propagator.lock'], 'nothing else touched');
+    await rm(path.join(data, 'propagator.lock'));
+    const started = await masterOutcome(data);
+    await started.stop();
+    assert.ok(started.url, started.stderr);
   });
 
   it('lets exactly one of two masters started at the same moment run', async () => {

@@ -1,24 +1,36 @@
-import { lstat, mkdir, readdir, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../lib/bytes.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
 import { extractPayload } from '../lib/payload-extractor.js';
-import { compareVersions } from '../lib/version.js';
-import { readJson, writeJsonAtomic } from './files.js';
-import { runHook, stopInterruptedHook, type HookProcess, type HookResult } from './hooks.js';
+import { z } from 'zod';
+import { ConfigurationError } from '../lib/errors.js';
+import { compareVersions, isValidVersion } from '../lib/version.js';
+import { writeJsonAtomic } from './files.js';
+import { runHook, stopInterruptedHook, type HookResult } from './hooks.js';
 
 type HookName = 'hooks/apply' | 'hooks/health';
 
-/** Where an install stands; written before each step so a restart knows what to finish or undo. */
-interface InstallJournal {
-  commandId: string;
-  version: string;
-  previous: string | null;
-  phase: 'extracting' | 'applying' | 'switching' | 'checking' | 'healthy';
-  /** The hook running in this phase, written before it starts: a restart stops what is left of it. */
-  hook?: HookProcess & { name: HookName };
-}
+/**
+ * Where an install stands; written before each step so a restart knows what to finish or undo.
+ * `hook` is the hook running in this phase, written before it starts: a restart stops what is left
+ * of it. Checked when read back: recovery removes DATA/releases/<version>, so a damaged version
+ * must never reach a path.
+ */
+const journalSchema = z.object({
+  commandId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
+  version: z.string().refine(isValidVersion, { error: 'not a version' }),
+  previous: z.string().refine(isValidVersion, { error: 'not a version' }).nullable(),
+  phase: z.enum(['extracting', 'applying', 'switching', 'checking', 'healthy']),
+  hook: z.object({
+    name: z.enum(['hooks/apply', 'hooks/health']),
+    pgid: z.number().int().positive(),
+    startTime: z.number().int().nonnegative(),
+    bootId: z.string(),
+  }).optional(),
+});
+type InstallJournal = z.infer<typeof journalSchema>;
 
 export interface InstallOutcome {
   ok: boolean;
@@ -171,6 +183,25 @@ export class ReleaseManager {
     for (const v of versions) if (!keep.has(v)) await rm(path.join(this.releasesDir, v), { recursive: true, force: true });
   }
 
+  /** The journal a stopped install left, or null; a damaged one stops the agent with what to do. */
+  private async readJournal(): Promise<InstallJournal | null> {
+    const text = await readFile(this.journalFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (text === null) return null;
+    let reason: string;
+    try {
+      const parsed = journalSchema.safeParse(JSON.parse(text));
+      if (parsed.success) return parsed.data;
+      const issue = parsed.error.issues[0];
+      reason = issue ? `${issue.path.join('.') || 'the file'}: ${issue.message}` : 'unreadable';
+    } catch (err) {
+      reason = `it is not JSON: ${(err as Error).message}`;
+    }
+    throw new ConfigurationError(`${this.journalFile} is damaged (${reason}): an install was under way when the agent stopped; check that ${this.currentLink} points at the release that should run (or is absent, for the version the server had first), then remove the file`);
+  }
+
   /**
    * After a crash: finishes an install that had passed its health check, undoes any other, and
    * says what happened so the command's result can be reported.
@@ -179,7 +210,7 @@ export class ReleaseManager {
     for (const entry of await readdir(this.releasesDir)) {
       if (entry.endsWith('.partial')) await rm(path.join(this.releasesDir, entry), { recursive: true, force: true });
     }
-    const journal = await readJson<InstallJournal>(this.journalFile);
+    const journal = await this.readJournal();
     if (!journal) return null;
     const { commandId, version, previous } = journal;
     // Nothing of the interrupted install may go on running while it is finished or undone.

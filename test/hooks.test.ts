@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { access, readFile, readlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startAgentProcess } from './helpers/agent-process.js';
+import { runAgentToExit, startAgentProcess } from './helpers/agent-process.js';
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
 import { waitFor } from './helpers/master-process.js';
 import { makeRelease } from './helpers/releases.js';
@@ -100,6 +100,30 @@ describe('a hook that outlives its agent', () => {
     assert.match(restarted.agent.logs(), /agent restarted during an install; rolled back/);
     assert.match(restarted.agent.logs(), new RegExp(`"msg":"the process group the interrupted hook had is another program's now; left alone","agent":"orphan-reused","hook":"hooks/apply","pgid":${pid}`));
     assert.ok(alive(pid), 'the unrelated process still runs');
+  });
+});
+
+describe('a damaged install journal', () => {
+  it('stops the agent with what to do, and removes nothing it names', async () => {
+    const { agent, data } = await start('journal-damaged');
+    await agent.stop();
+    // A folder beside the agent's data that a version of "../../victim" would name.
+    const victim = path.join(d.work, 'victim');
+    await mkdir(victim, { recursive: true });
+    await writeFile(path.join(victim, 'keep.txt'), 'keep\n');
+    const remedy = `an install was under way when the agent stopped; check that ${path.join(data, 'current')} points at the release that should run (or is absent, for the version the server had first), then remove the file`;
+    const cases: [string, string][] = [
+      ['{"commandId": "cmd-12345678", "version": "6.', 'it is not JSON: Unterminated string in JSON at position 44'],
+      [JSON.stringify({ commandId: 'cmd-12345678', version: '../../victim', previous: '6.1.0', phase: 'applying' }), 'version: not a version'],
+      [JSON.stringify({ commandId: 'cmd-12345678', version: '6.9.0', previous: '6.1.0', phase: 'applying', hook: { name: 'hooks/apply', pgid: 'all' } }), 'hook.pgid: Invalid input: expected number, received string'],
+    ];
+    for (const [content, reason] of cases) {
+      await writeFile(path.join(data, 'install.json'), content);
+      const { code, output } = await runAgentToExit(['--master', d.master.url, '--name', 'journal-damaged', '--mode', 'mailbox', '--data', data, '--trust', d.pki.root, '--initial-version', '6.1.0']);
+      assert.equal(code, 2, output);
+      assert.equal(output, `propagator: ${path.join(data, 'install.json')} is damaged (${reason}): ${remedy}\n`);
+    }
+    assert.equal(await readFile(path.join(victim, 'keep.txt'), 'utf8'), 'keep\n');
   });
 });
 

@@ -33,6 +33,8 @@ export interface DataLock {
 
 const LOCK_FILE = 'propagator.lock';
 const OWNER_FILE = 'propagator.lock.json';
+/** Tries before a busy lock is taken for a live holder's (about half a second). */
+const LOCK_ATTEMPTS = 10;
 /** A holder that has just taken the lock writes its record within milliseconds. */
 const OWNER_WAIT_MS = 2_000;
 
@@ -88,19 +90,30 @@ async function writeOwner(file: string, owner: Owner): Promise<void> {
 export async function lockDataDir(dir: string, role: LockRole): Promise<DataLock> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const lockFile = path.join(dir, LOCK_FILE);
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const handle = new sqlite3.Database(lockFile, (err) => (err ? reject(err) : resolve(handle)));
-  }).catch((err: unknown) => {
-    throw new ConfigurationError(`cannot open the lock file ${lockFile} (${errorMessage(err)})`);
-  });
-  try {
-    // EXCLUSIVE locking mode keeps the lock past the transaction, until the connection closes. The
-    // journal in memory: nothing is ever written, and no journal file is left beside it.
-    await exec(db, 'PRAGMA busy_timeout = 0; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = MEMORY; BEGIN EXCLUSIVE; COMMIT;');
-  } catch (err) {
-    await closeDb(db);
-    if ((err as { code?: string }).code === 'SQLITE_BUSY') throw new ConfigurationError(await refusal(dir, role));
-    throw new ConfigurationError(`cannot lock the data folder ${dir} with ${lockFile} (${errorMessage(err)}): if it is not a file Propagator made, remove it`);
+  let db: sqlite3.Database | null = null;
+  for (let attempt = 1; !db; attempt++) {
+    const handle = await new Promise<sqlite3.Database>((resolve, reject) => {
+      const opened = new sqlite3.Database(lockFile, (err) => (err ? reject(err) : resolve(opened)));
+    }).catch((err: unknown) => {
+      throw new ConfigurationError(`cannot open the lock file ${lockFile} (${errorMessage(err)})`);
+    });
+    try {
+      // The journal in memory (set first, while reads still let their lock go): nothing is ever
+      // written, and no journal file is left beside it. EXCLUSIVE locking mode then keeps the lock
+      // past the transaction, until the connection closes.
+      await exec(handle, 'PRAGMA busy_timeout = 0; PRAGMA journal_mode = MEMORY; PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; COMMIT;');
+      db = handle;
+    } catch (err) {
+      await closeDb(handle);
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') {
+        throw new ConfigurationError(`cannot lock the data folder ${dir} with ${lockFile} (${errorMessage(err)}): if it is not a file Propagator made, remove it`);
+      }
+      // Two processes starting at the same moment can each hold the shared lock on the way to the
+      // exclusive one, and both be refused: each lets go and tries again after a random pause, so
+      // one of them gets it. A live holder refuses every attempt.
+      if (attempt >= LOCK_ATTEMPTS) throw new ConfigurationError(await refusal(dir, role));
+      await new Promise((r) => setTimeout(r, 20 + Math.random() * 60));
+    }
   }
   await chmod(lockFile, 0o600);
   const ownerFile = path.join(dir, OWNER_FILE);

@@ -164,16 +164,19 @@ describe('one agent per data folder', () => {
   });
 
   it('lets exactly one of two agents started at the same moment run', async () => {
-    const data = path.join(work, 'agent-race');
-    const starting = [spawnAgentProcess(agentArgs('lock-race', data), { PROPAGATOR_ENROLL_TOKEN: TOKEN }), spawnAgentProcess(agentArgs('lock-race', data), { PROPAGATOR_ENROLL_TOKEN: TOKEN })];
-    const settled = await Promise.allSettled(starting.map((s) => s.started));
-    const winners = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : [])) as AgentProcess[];
-    d.agents.push(...winners);
-    assert.equal(winners.length, 1, starting.map((s) => s.logs()).join('\n---\n'));
-    const loser = starting.find((s) => s.child !== winners[0]?.child);
-    assert.equal(loser?.child.exitCode, 2);
-    assert.equal(loser?.logs(), `propagator: another agent (pid ${winners[0]?.child.pid}) uses ${data}\n`);
-    const servers = (await supertest(d.m.app).get('/api/servers').set('Authorization', BASIC)).body as { name: string }[];
-    assert.equal(servers.filter((s) => s.name === 'lock-race').length, 1);
+    for (let round = 0; round < 3; round++) {
+      const data = path.join(work, `agent-race-${round}`);
+      const name = `lock-race-${round}`;
+      const starting = [spawnAgentProcess(agentArgs(name, data), { PROPAGATOR_ENROLL_TOKEN: TOKEN }), spawnAgentProcess(agentArgs(name, data), { PROPAGATOR_ENROLL_TOKEN: TOKEN })];
+      const settled = await Promise.allSettled(starting.map((s) => s.started));
+      const winners = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : [])) as AgentProcess[];
+      d.agents.push(...winners);
+      assert.equal(winners.length, 1, `round ${round}: ${starting.map((s) => s.logs()).join('\n---\n')}`);
+      const loser = starting.find((s) => s.child !== winners[0]?.child);
+      assert.equal(loser?.child.exitCode, 2);
+      assert.equal(loser?.logs(), `propagator: another agent (pid ${winners[0]?.child.pid}) uses ${data}\n`);
+      const servers = (await supertest(d.m.app).get('/api/servers').set('Authorization', BASIC)).body as { name: string }[];
+      assert.equal(servers.filter((s) => s.name === name).length, 1);
+    }
   });
 });

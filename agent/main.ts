@@ -1,9 +1,10 @@
-import { chmod, mkdir, readFile, statfs } from 'node:fs/promises';
+import { chmod, readFile, statfs } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { keyFingerprint } from '../lib/agent-keys.js';
+import { lockDataDir, type DataLock } from '../lib/data-lock.js';
 import type { AgentStatus, EnrollResponse } from '../lib/agent-protocol.js';
 import { ConfigurationError, errorMessage } from '../lib/errors.js';
 import { createLogger, type Logger } from '../lib/logger.js';
@@ -77,18 +78,31 @@ async function readEnrollToken(config: Readonly<AgentConfig>): Promise<string | 
   return config.enrollToken;
 }
 
-/** Starts an agent: recovers from any crash, enrolls if needed, listens (bidirectional), calls the master. */
+/**
+ * Starts an agent: recovers from any crash, enrolls if needed, listens (bidirectional), calls the
+ * master. The data folder is locked first: a second agent on it is refused before it touches anything.
+ */
 export async function startAgent(config: Readonly<AgentConfig>, options: { log?: Logger } = {}): Promise<RunningAgent> {
+  const lock = await lockDataDir(config.dataDir, 'agent');
+  try {
+    return await startLocked(config, lock, options);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(config: Readonly<AgentConfig>, lock: DataLock, options: { log?: Logger }): Promise<RunningAgent> {
   const log = options.log ?? createLogger({ level: config.logLevel, base: { agent: config.name } });
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   // Owner-only whatever the folder was before: it holds the agent's key.
   await chmod(config.dataDir, 0o700);
-  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
-  await releases.init();
-  const key = await loadAgentKey(config.dataDir);
-  if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });
+  // Who this agent is, first: a damaged identity or key stops it before it touches anything.
   const saved = await loadIdentity(config.dataDir);
   let identity = saved.identity;
+  const key = await loadAgentKey(config.dataDir, { create: identity === null, expected: identity?.keyFingerprint });
+  if (key.created) log.info('agent key created', { keyFingerprint: key.fingerprint });
+  const releases = new ReleaseManager(config.dataDir, { name: config.name, product: config.product, initialVersion: config.initialVersion, hookTimeoutMs: config.hookTimeoutMs, keep: config.keepReleases, maxUnpackRatio: config.maxUnpackRatio }, log);
+  await releases.init();
   const client = await MasterClient.create(config.masterUrl, config.caFile, key, { name: identity?.name ?? config.name, masterFingerprint: config.masterFingerprint });
   if (identity) client.setMasterKey(identity.masterPublicKey);
   const stager = new Stager(config.dataDir, { product: config.product, trustPath: config.trustPath }, client, log);
@@ -175,6 +189,7 @@ export async function startAgent(config: Readonly<AgentConfig>, options: { log?:
         await Promise.race([runner.idle(), new Promise((r) => (timer = setTimeout(r, STOP_WAIT_MS)))]);
         clearTimeout(timer);
         await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+        await lock.release();
         log.info('agent stopped');
       })();
       return closing;

@@ -1,20 +1,36 @@
-import { lstat, mkdir, readdir, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../lib/bytes.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
 import { extractPayload } from '../lib/payload-extractor.js';
-import { compareVersions } from '../lib/version.js';
-import { readJson, writeJsonAtomic } from './files.js';
-import { runHook, type HookResult } from './hooks.js';
+import { z } from 'zod';
+import { ConfigurationError } from '../lib/errors.js';
+import { compareVersions, isValidVersion } from '../lib/version.js';
+import { writeJsonAtomic } from './files.js';
+import { runHook, stopInterruptedHook, type HookResult } from './hooks.js';
 
-/** Where an install stands; written before each step so a restart knows what to finish or undo. */
-interface InstallJournal {
-  commandId: string;
-  version: string;
-  previous: string | null;
-  phase: 'extracting' | 'applying' | 'switching' | 'checking' | 'healthy';
-}
+type HookName = 'hooks/apply' | 'hooks/health';
+
+/**
+ * Where an install stands; written before each step so a restart knows what to finish or undo.
+ * `hook` is the hook running in this phase, written before it starts: a restart stops what is left
+ * of it. Checked when read back: recovery removes DATA/releases/<version>, so a damaged version
+ * must never reach a path.
+ */
+const journalSchema = z.object({
+  commandId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/),
+  version: z.string().refine(isValidVersion, { error: 'not a version' }),
+  previous: z.string().refine(isValidVersion, { error: 'not a version' }).nullable(),
+  phase: z.enum(['extracting', 'applying', 'switching', 'checking', 'healthy']),
+  hook: z.object({
+    name: z.enum(['hooks/apply', 'hooks/health']),
+    pgid: z.number().int().positive(),
+    startTime: z.number().int().nonnegative(),
+    bootId: z.string(),
+  }).optional(),
+});
+type InstallJournal = z.infer<typeof journalSchema>;
 
 export interface InstallOutcome {
   ok: boolean;
@@ -95,6 +111,16 @@ export class ReleaseManager {
     return { UPDATE_PRODUCT: this.options.product, UPDATE_VERSION: version, UPDATE_PREVIOUS_VERSION: previous ?? '', UPDATE_RELEASE_DIR: dir };
   }
 
+  /** Runs a hook of the release, the journal naming its process group before it starts. */
+  private async hook(name: HookName, dir: string, env: Record<string, string>, entry: InstallJournal): Promise<HookResult | null> {
+    const result = await runHook(path.join(dir, name), {
+      cwd: dir, env, timeoutMs: this.options.hookTimeoutMs,
+      started: (hook) => this.journal({ ...entry, hook: { name, ...hook } }),
+    });
+    if (result?.leftRunning) this.log.warn(`${name} ended but left processes holding its output; they keep running, their output is no longer read`, { version: entry.version });
+    return result;
+  }
+
   /** Installs a verified, staged package. Never leaves the slave without a working release. */
   async install(commandId: string, packageFile: string, manifest: Manifest, allowDowngrade: boolean): Promise<InstallOutcome> {
     const previous = await this.installedVersion();
@@ -124,7 +150,7 @@ export class ReleaseManager {
 
     await this.journal({ commandId, version, previous, phase: 'applying' });
     const env = this.hookEnv(version, previous, dir);
-    const applied = await runHook(path.join(dir, 'hooks', 'apply'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    const applied = await this.hook('hooks/apply', dir, env, { commandId, version, previous, phase: 'applying' });
     if (applied && !applied.ok) {
       await rm(dir, { recursive: true, force: true });
       await this.journal(null);
@@ -134,7 +160,7 @@ export class ReleaseManager {
     await this.journal({ commandId, version, previous, phase: 'switching' });
     await this.switchTo(version);
     await this.journal({ commandId, version, previous, phase: 'checking' });
-    const health = await runHook(path.join(dir, 'hooks', 'health'), { cwd: dir, env, timeoutMs: this.options.hookTimeoutMs });
+    const health = await this.hook('hooks/health', dir, env, { commandId, version, previous, phase: 'checking' });
     if (health && !health.ok) {
       await this.switchTo(previous);
       await rm(dir, { recursive: true, force: true });
@@ -157,6 +183,25 @@ export class ReleaseManager {
     for (const v of versions) if (!keep.has(v)) await rm(path.join(this.releasesDir, v), { recursive: true, force: true });
   }
 
+  /** The journal a stopped install left, or null; a damaged one stops the agent with what to do. */
+  private async readJournal(): Promise<InstallJournal | null> {
+    const text = await readFile(this.journalFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (text === null) return null;
+    let reason: string;
+    try {
+      const parsed = journalSchema.safeParse(JSON.parse(text));
+      if (parsed.success) return parsed.data;
+      const issue = parsed.error.issues[0];
+      reason = issue ? `${issue.path.join('.') || 'the file'}: ${issue.message}` : 'unreadable';
+    } catch (err) {
+      reason = `it is not JSON: ${(err as Error).message}`;
+    }
+    throw new ConfigurationError(`${this.journalFile} is damaged (${reason}): an install was under way when the agent stopped; check that ${this.currentLink} points at the release that should run (or is absent, for the version the server had first), then remove the file`);
+  }
+
   /**
    * After a crash: finishes an install that had passed its health check, undoes any other, and
    * says what happened so the command's result can be reported.
@@ -165,9 +210,11 @@ export class ReleaseManager {
     for (const entry of await readdir(this.releasesDir)) {
       if (entry.endsWith('.partial')) await rm(path.join(this.releasesDir, entry), { recursive: true, force: true });
     }
-    const journal = await readJson<InstallJournal>(this.journalFile);
+    const journal = await this.readJournal();
     if (!journal) return null;
     const { commandId, version, previous } = journal;
+    // Nothing of the interrupted install may go on running while it is finished or undone.
+    if (journal.hook) await stopInterruptedHook(journal.hook.name, journal.hook, this.log);
     if (journal.phase === 'healthy') {
       await this.journal(null);
       this.log.warn('agent restarted after a healthy install; completed it', { version });

@@ -76,7 +76,8 @@ export class ReportLoop {
       if (this.failures > 0) log.info('master reachable again', { after: this.failures });
       this.failures = 0;
       for (const command of answer.commands) await runner.submit(command);
-      if (mode === 'bidirectional') return heartbeatMs;
+      // More results than one report carries: the rest go at once, not a heartbeat later.
+      if (mode === 'bidirectional') return (await runner.outbox()).length > 0 ? Math.min(1000, heartbeatMs) : heartbeatMs;
       // Work came, or results went or wait to go: call again soon. A command still running is not a
       // reason: its result wakes this loop, and calling at the minimum meanwhile only costs CPU.
       const news = answer.commands.length > 0 || results.length > 0 || (await runner.outbox()).length > 0;

@@ -4,6 +4,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { keyFingerprint } from '../lib/agent-keys.js';
+import { lockDataDir, type DataLock } from '../lib/data-lock.js';
 import { loadTrustStore } from '../lib/trust-store.js';
 import { errorMessage } from '../lib/errors.js';
 import { createApp } from './app.js';
@@ -23,8 +24,21 @@ const SHUTDOWN_GRACE_MS = 30_000;
 /** An idle kept-alive connection is closed after this (Node's default, stated: clients see it in Keep-Alive). */
 const KEEP_ALIVE_MS = 5_000;
 
-/** Opens the data folder and database, bootstraps, and listens. The only place that listens. */
+/**
+ * Opens the data folder and database, bootstraps, and listens. The only place that listens. The
+ * data folder is locked first: a second master on it is refused before it touches anything.
+ */
 export async function startMaster(config: Readonly<MasterConfig>, options: { log?: Logger; announce?: (text: string) => void } = {}): Promise<RunningMaster> {
+  const lock = await lockDataDir(config.dataDir, 'master');
+  try {
+    return await startLocked(config, lock, options);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}
+
+async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, options: { log?: Logger; announce?: (text: string) => void }): Promise<RunningMaster> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const announce = options.announce ?? ((text: string) => process.stderr.write(`${text}\n`));
   const store = new PackageStore(config.dataDir);
@@ -82,6 +96,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
       await services.dispatcher.stop();
       await services.agents.flush();
       await db.close();
+      await lock.release();
       log.info('master stopped');
     })();
     return closing;

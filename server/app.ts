@@ -57,7 +57,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('view engine', 'ejs');
 
   app.use(frontMiddleware(config, log));
-  app.use(healthRouter({ db, store }));
+  app.use(healthRouter({ db, store, log }));
   app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));

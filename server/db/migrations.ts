@@ -225,4 +225,17 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE commands ADD COLUMN manifest_sha256 TEXT NOT NULL DEFAULT '';
     `,
   },
+  {
+    version: 8,
+    name: 'a row the health check writes',
+    sql: `
+      -- /health updates this one row: a database that answers reads may still refuse writes
+      -- (a disk turned read-only or full), and only a write tells.
+      CREATE TABLE health_check (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+      );
+      INSERT INTO health_check (id, checked_at) VALUES (1, '');
+    `,
+  },
 ];

@@ -38,7 +38,7 @@ export function frontMiddleware(config: AppDeps['config'], log: AppDeps['log']):
   // master's name may have siblings that serve HTTP).
   const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
   return [
-    requestTimeouts(config.requestTimeoutMs, log),
+    requestTimeouts(config.requestTimeoutMs, log, config.sendIdleTimeoutMs),
     requestLog(log),
     (_req, res, next) => {
       res.set(headers);

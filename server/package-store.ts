@@ -5,6 +5,16 @@ import path from 'node:path';
 
 const SHA256_FILE = /^([0-9a-f]{64})\.pkg$/;
 
+/** fsync(2) of a file or a folder: its data, or its entries, are on the disk when this resolves. */
+async function syncPath(file: string): Promise<void> {
+  const handle = await open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * Package files on disk: data/packages/<sha256>.pkg, and data/tmp/ for uploads in progress.
  * Both live under the data folder, so a rename from tmp to packages is atomic.
@@ -35,9 +45,16 @@ export class PackageStore {
     return path.join(this.packagesDir, `${sha256}.pkg`);
   }
 
+  /**
+   * Moves a received file into the store, durably: once this resolves, the file and its name
+   * survive a power cut (its bytes are fsynced before the rename, the folder's entry after it),
+   * so a package the master acknowledged is never a row without its file.
+   */
   async commit(tempPath: string, sha256: string): Promise<string> {
     const final = this.pathFor(sha256);
+    await syncPath(tempPath);
     await rename(tempPath, final);
+    await syncPath(this.packagesDir);
     return final;
   }
 

@@ -64,8 +64,11 @@ async function packageDescriptors(): Promise<number> {
   return links.filter((l) => l.endsWith(`${bigPackage.sha256}.pkg`)).length;
 }
 
-/** A raw TCP download of the package, as an agent makes it; the test reads its socket as it likes. */
-async function rawDownload(): Promise<{ socket: net.Socket; received: () => number; head: () => string; closed: Promise<void> }> {
+/**
+ * A raw TCP download of the package, as an agent makes it; the test reads its socket as it likes.
+ * With `pauses`, the client stops reading for that long after every so many bytes.
+ */
+async function rawDownload(pauses?: { every: number; ms: number }): Promise<{ socket: net.Socket; received: () => number; head: () => string; closed: Promise<void>; paused: () => number }> {
   const route = `/api/agent/packages/${bigPackage.sha256}`;
   const headers = Object.entries(agent.sessionHeaders('GET', route)).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   const { hostname, port } = new URL(master.url);
@@ -76,9 +79,16 @@ async function rawDownload(): Promise<{ socket: net.Socket; received: () => numb
   });
   let head = '';
   let received = 0;
+  let paused = 0;
+  let nextPause = pauses?.every ?? Infinity;
   socket.on('data', (c: Buffer) => {
     if (head.length < 4096) head += c.subarray(0, 4096).toString('latin1');
     received += c.length;
+    if (!pauses || received < nextPause || received >= bigPackage.size) return;
+    nextPause = received + pauses.every;
+    paused++;
+    socket.pause();
+    setTimeout(() => socket.resume(), pauses.ms);
   });
   socket.on('error', () => undefined);
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
@@ -86,7 +96,7 @@ async function rawDownload(): Promise<{ socket: net.Socket; received: () => numb
   await waitFor(async () => received > 0, 10_000, 'the first bytes of the download');
   assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
   assert.match(head, new RegExp(`\r\nContent-Length: ${bigPackage.size}\r\n`, 'i'));
-  return { socket, received: () => received, head: () => head, closed };
+  return { socket, received: () => received, head: () => head, closed, paused: () => paused };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -110,18 +120,10 @@ describe('the send idle timeout of package downloads (a real master process)', (
   });
 
   it('lets a slow client that keeps taking data finish, pauses shorter than the timeout included', { timeout: 90_000 }, async () => {
-    const download = await rawDownload();
-    // A pause of a third of the timeout after every 8 MiB: the master's buffers fill each time,
-    // and drain after.
-    let pauses = 0;
-    let next = 8 * 1024 ** 2;
-    download.socket.on('data', () => {
-      if (download.received() < next || download.received() >= bigPackage.size) return;
-      next += 8 * 1024 ** 2;
-      pauses++;
-      download.socket.pause();
-      setTimeout(() => download.socket.resume(), (SEND_IDLE_SECONDS * 1000) / 3);
-    });
+    // A pause of a third of the timeout after every 8 MiB taken: the master's buffers fill each
+    // time, and drain after. (The master sees progress a 1 MiB chunk at a time: a client must take
+    // at least that much per timeout.)
+    const download = await rawDownload({ every: 8 * 1024 ** 2, ms: (SEND_IDLE_SECONDS * 1000) / 3 });
     const whole = () => download.received() >= download.head().indexOf('\r\n\r\n') + 4 + bigPackage.size;
     await Promise.race([
       waitFor(async () => whole(), 60_000, 'the whole package'),
@@ -129,7 +131,7 @@ describe('the send idle timeout of package downloads (a real master process)', (
         if (!whole()) assert.fail(`the master closed the download after ${download.received()} bytes: ${master.stdout().split('\n').filter((l) => /"warn"/.test(l)).join('\n')}`);
       }),
     ]);
-    assert.ok(pauses >= 5, `${pauses} pauses`);
+    assert.ok(download.paused() >= 5, `${download.paused()} pauses`);
     const headLength = download.head().indexOf('\r\n\r\n') + 4;
     assert.equal(download.received() - headLength, bigPackage.size);
     download.socket.destroy();

@@ -17,8 +17,8 @@ const sendLimits = new WeakMap<Request, { idleMs: number; log: Logger }>();
  *   through a slow link would let a slow-loris client hold a small-body route (login, agent
  *   reports) for an hour. main.ts turns it off and this middleware sets it per request instead.
  * - with no byte moving either way for the server's idle timeout (server.timeout, main.ts), the
- *   connection is closed and logged: a client that stopped reading a package download releases
- *   its file and its memory.
+ *   connection is closed and logged. A package download has its own limit instead (watchSend,
+ *   --send-idle-timeout): a client that stopped reading it releases its file and its memory.
  */
 export function requestTimeouts(requestMs: number, log: Logger, sendIdleMs = DEFAULT_SEND_IDLE_MS): RequestHandler {
   const sendLimit = { idleMs: sendIdleMs, log };

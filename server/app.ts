@@ -38,7 +38,7 @@ export function frontMiddleware(config: AppDeps['config'], log: AppDeps['log']):
   // master's name may have siblings that serve HTTP).
   const headers = config.tlsCert !== null ? { ...SECURITY_HEADERS, 'Strict-Transport-Security': 'max-age=31536000' } : SECURITY_HEADERS;
   return [
-    requestTimeouts(config.requestTimeoutMs, log),
+    requestTimeouts(config.requestTimeoutMs, log, config.sendIdleTimeoutMs),
     requestLog(log),
     (_req, res, next) => {
       res.set(headers);
@@ -57,7 +57,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('view engine', 'ejs');
 
   app.use(frontMiddleware(config, log));
-  app.use(healthRouter({ db, store }));
+  app.use(healthRouter({ db, store, log }));
   app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));

@@ -23,6 +23,8 @@ export interface MasterConfig {
   maxParallelUploads: number;
   /** An upload or a download with no byte moving for this long is cut. */
   idleTimeoutMs: number;
+  /** A package download whose client takes no data for this long is ended and its file closed. */
+  sendIdleTimeoutMs: number;
   /** Headers must arrive within this; a request with a small body (all but uploads), whole within requestTimeoutMs. */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
@@ -79,6 +81,7 @@ const FLAGS = {
   'max-upload': { type: 'string', env: 'PROPAGATOR_MAX_UPLOAD' },
   'max-parallel-uploads': { type: 'string', env: 'PROPAGATOR_MAX_PARALLEL_UPLOADS' },
   'upload-idle-timeout': { type: 'string', env: 'PROPAGATOR_UPLOAD_IDLE_TIMEOUT' },
+  'send-idle-timeout': { type: 'string', env: 'PROPAGATOR_SEND_IDLE_TIMEOUT' },
   'log-level': { type: 'string', env: 'PROPAGATOR_LOG_LEVEL' },
   'mailbox-cap': { type: 'string', env: 'PROPAGATOR_MAILBOX_CAP' },
   'parallel-transfers': { type: 'string', env: 'PROPAGATOR_PARALLEL_TRANSFERS' },
@@ -90,7 +93,7 @@ const FLAGS = {
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
-                  [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S]
+                  [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
                   [--mailbox-cap N] [--parallel-transfers N]
                   [--deadline-bidirectional S] [--deadline-mailbox S] [--auto-accept] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
@@ -105,6 +108,7 @@ const schema = z.object({
   logLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'log level must be debug, info, warn or error' }),
   maxParallelUploads: z.coerce.number({ error: 'max parallel uploads must be a number' }).int({ error: 'max parallel uploads must be a whole number' }).min(1, { error: 'max parallel uploads must be 1 or more' }),
   uploadIdleTimeout: z.coerce.number({ error: 'the upload idle timeout must be a number of seconds' }).positive({ error: 'the upload idle timeout must be more than 0 seconds' }),
+  sendIdleTimeout: z.coerce.number({ error: 'the send idle timeout must be a number of seconds' }).positive({ error: 'the send idle timeout must be more than 0 seconds' }),
   mailboxCap: z.coerce.number({ error: 'mailbox cap must be a number' }).int().min(0, { error: 'mailbox cap must be 0 (no cap) or more' }),
   parallelTransfers: z.coerce.number({ error: 'parallel transfers must be a number' }).int().min(1, { error: 'parallel transfers must be 1 or more' }),
   deadlineBidirectional: z.coerce.number({ error: 'the bidirectional deadline must be a number of seconds' }).positive({ error: 'the bidirectional deadline must be more than 0 seconds' }),
@@ -129,6 +133,7 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     logLevel: pick('log-level') ?? 'info',
     maxParallelUploads: pick('max-parallel-uploads') ?? '4',
     uploadIdleTimeout: pick('upload-idle-timeout') ?? '60',
+    sendIdleTimeout: pick('send-idle-timeout') ?? '60',
     mailboxCap: pick('mailbox-cap') ?? '0',
     parallelTransfers: pick('parallel-transfers') ?? '8',
     deadlineBidirectional: pick('deadline-bidirectional') ?? '600',
@@ -139,11 +144,12 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
   const tlsKey = pick('tls-key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
   const dataDir = path.resolve(cwd, pick('data') ?? 'data');
-  const { mailboxCap, deadlineBidirectional, deadlineMailbox, uploadIdleTimeout, ...rest } = parsed.data;
+  const { mailboxCap, deadlineBidirectional, deadlineMailbox, uploadIdleTimeout, sendIdleTimeout, ...rest } = parsed.data;
   const idleTimeoutMs = Math.max(1, Math.round(uploadIdleTimeout * 1000));
   return Object.freeze({
     ...rest,
     idleTimeoutMs,
+    sendIdleTimeoutMs: Math.max(1, Math.round(sendIdleTimeout * 1000)),
     // A client silent for the idle timeout is cut anyway: these never wait longer than it.
     headersTimeoutMs: Math.min(HEADERS_TIMEOUT_MS, idleTimeoutMs),
     requestTimeoutMs: Math.min(REQUEST_TIMEOUT_MS, idleTimeoutMs),

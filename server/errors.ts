@@ -34,3 +34,55 @@ export class RequestTimeoutError extends PropagatorError {
 export class InsufficientStorageError extends PropagatorError {
   override name = 'InsufficientStorageError';
 }
+
+/** The master's disk cannot be written at all (read-only, failing); 503 until someone fixes it. */
+export class StorageUnavailableError extends PropagatorError {
+  override name = 'StorageUnavailableError';
+}
+
+/** What went wrong with the disk, in words an administrator acts on, and its code for the log. */
+export interface StorageFault {
+  kind: 'full' | 'read-only' | 'failing';
+  /** "the master's disk is full" and the like. */
+  phrase: string;
+  code: string;
+}
+
+/**
+ * Errno codes of node's fs and SQLite's result codes that mean the disk, not the request, failed.
+ * SQLite reports a write refused by a read-only or failing file system as SQLITE_IOERR.
+ */
+const FAULTS: Record<string, Omit<StorageFault, 'code'>> = {
+  ENOSPC: { kind: 'full', phrase: 'the master\'s disk is full' },
+  SQLITE_FULL: { kind: 'full', phrase: 'the master\'s disk is full' },
+  EDQUOT: { kind: 'full', phrase: 'the master\'s disk is full (its disk quota is reached)' },
+  EROFS: { kind: 'read-only', phrase: 'the master\'s disk is read-only' },
+  SQLITE_READONLY: { kind: 'read-only', phrase: 'the master\'s disk is read-only' },
+  EIO: { kind: 'failing', phrase: 'the master\'s disk failed a write (I/O error)' },
+  SQLITE_IOERR: { kind: 'failing', phrase: 'the master\'s disk failed a write (I/O error)' },
+};
+
+export function storageFault(err: unknown): StorageFault | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return null;
+  const fault = FAULTS[code];
+  return fault ? { ...fault, code } : null;
+}
+
+/**
+ * The typed error for a disk failure met while handling a request (null for any other error):
+ * 507 when the disk is full, 503 when it cannot be written at all. Nothing the request asked
+ * for was kept: its partial file is removed and its transaction rolled back by whoever met it.
+ */
+export function storageError(err: unknown): PropagatorError | null {
+  if (err instanceof PropagatorError) return null;
+  const fault = storageFault(err);
+  if (!fault) return null;
+  const phrase = fault.phrase.charAt(0).toUpperCase() + fault.phrase.slice(1);
+  if (fault.kind === 'full') {
+    const remedy = fault.code === 'EDQUOT' ? 'Free some space on it or raise the quota' : 'Free some space on it';
+    return new InsufficientStorageError(`${phrase} (${fault.code}): nothing was saved. ${remedy}, then try again`, { cause: err });
+  }
+  const remedy = fault.kind === 'read-only' ? 'Check the disk of the master\'s data folder (a file system turns read-only after errors)' : 'Check the disk of the master\'s data folder';
+  return new StorageUnavailableError(`${phrase} (${fault.code}): nothing was saved. ${remedy}, then try again`, { cause: err });
+}

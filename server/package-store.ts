@@ -1,9 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, constants } from 'node:fs';
-import { access, chmod, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { access, chmod, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 const SHA256_FILE = /^([0-9a-f]{64})\.pkg$/;
+
+/** fsync(2) of a file or a folder: its data, or its entries, are on the disk when this resolves. */
+async function syncPath(file: string): Promise<void> {
+  const handle = await open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
 
 /**
  * Package files on disk: data/packages/<sha256>.pkg, and data/tmp/ for uploads in progress.
@@ -35,9 +45,16 @@ export class PackageStore {
     return path.join(this.packagesDir, `${sha256}.pkg`);
   }
 
+  /**
+   * Moves a received file into the store, durably: once this resolves, the file and its name
+   * survive a power cut (its bytes are fsynced before the rename, the folder's entry after it),
+   * so a package the master acknowledged is never a row without its file.
+   */
   async commit(tempPath: string, sha256: string): Promise<string> {
     const final = this.pathFor(sha256);
+    await syncPath(tempPath);
     await rename(tempPath, final);
+    await syncPath(this.packagesDir);
     return final;
   }
 
@@ -72,13 +89,21 @@ export class PackageStore {
     return readdir(this.tmpDir);
   }
 
-  async usable(): Promise<boolean> {
+  /**
+   * Proves the store's disk takes writes now: a small file written, fsynced and removed (checking
+   * permissions says nothing of a disk that turned read-only or full). Throws the disk's error.
+   */
+  async probeWrite(): Promise<void> {
+    await access(this.packagesDir, constants.R_OK | constants.W_OK);
+    const probe = path.join(this.tmpDir, `health-${randomUUID()}.probe`);
+    const handle = await open(probe, 'wx', 0o600);
     try {
-      await access(this.packagesDir, constants.R_OK | constants.W_OK);
-      await access(this.tmpDir, constants.R_OK | constants.W_OK);
-      return true;
-    } catch {
-      return false;
+      await handle.writeFile('propagator health check\n');
+      await handle.sync();
+    } finally {
+      await handle.close().catch(() => undefined);
+      // On a disk that went read-only the file may stay: clearTemp() removes it at the next start.
+      await rm(probe, { force: true }).catch(() => undefined);
     }
   }
 }

@@ -4,7 +4,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import type multer from 'multer';
 import { hashingTap } from '../lib/hashing-tap.js';
-import { InsufficientStorageError } from './errors.js';
+import { storageError } from './errors.js';
+import type { PropagatorError } from '../lib/errors.js';
 import type { PackageStore } from './package-store.js';
 
 /** What the upload storage adds to multer's file: the SHA-256 computed while the file streamed. */
@@ -16,14 +17,15 @@ type HandleCallback = (error?: Error | null, info?: Partial<HashedUpload>) => vo
 
 /**
  * One upload's link between its receiver and the storage engine. Multer reports a storage error
- * only once the client has sent its whole body; through this the receiver hears of a full disk
- * at once, and can stop the file (a stalled client) and know when its temporary file is gone.
+ * only once the client has sent its whole body; through this the receiver hears of a full or
+ * read-only disk at once, and can stop the file (a stalled client) and know when its temporary
+ * file is gone.
  */
 export class UploadWatch {
   private readonly controller = new AbortController();
   private writing: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly onDiskFull: (err: InsufficientStorageError) => void) {}
+  constructor(readonly onDiskFailure: (err: PropagatorError) => void) {}
 
   get signal(): AbortSignal {
     return this.controller.signal;
@@ -38,13 +40,6 @@ export class UploadWatch {
     this.controller.abort(reason);
     await this.writing;
   }
-}
-
-function diskFullError(err: Error): InsufficientStorageError | null {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC') return new InsufficientStorageError('The master ran out of disk space while receiving this package; the partial upload was removed. Free some space on the master and send it again');
-  if (code === 'EDQUOT') return new InsufficientStorageError('The master reached its disk quota while receiving this package; the partial upload was removed. Raise the quota or free some space on the master and send it again');
-  return null;
 }
 
 /**
@@ -68,10 +63,11 @@ export function hashingStorage(store: PackageStore, watchOf: (req: Request) => U
       const write = pipeline(file.stream, tap.stream, createWriteStream(target, { flags: 'wx', mode: 0o600 }))
         .then(() => callback(null, { path: target, ...tap.result() }))
         .catch(async (err: Error) => {
-          await rm(target, { force: true });
-          const full = diskFullError(err);
-          if (full) watch?.onDiskFull(full);
-          callback(full ?? err);
+          // On a read-only disk the removal fails too: the file goes at the next start (clearTemp).
+          await rm(target, { force: true }).catch(() => undefined);
+          const disk = storageError(err);
+          if (disk) watch?.onDiskFailure(disk);
+          callback(disk ?? err);
         })
         .finally(() => watch?.signal.removeEventListener('abort', onStop));
       watch?.track(write);

@@ -33,6 +33,7 @@ before(async () => {
     PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD,
     PROPAGATOR_ENROLL_TOKEN: ENROLL_TOKEN,
     PROPAGATOR_UPLOAD_IDLE_TIMEOUT: String(IDLE_SECONDS),
+    PROPAGATOR_SEND_IDLE_TIMEOUT: String(IDLE_SECONDS),
   });
   const form = new FormData();
   form.set('name', 'Big');
@@ -145,7 +146,7 @@ describe('HTTP timeouts of a real master process', () => {
     await waitFor(async () => (await openPackageFiles()).length === 0, CUT_WITHIN_MS, 'the master to cut the download');
     const ms = Date.now() - paused;
     assert.ok(ms >= IDLE_SECONDS * 1000 - 100, `cut after ${ms} ms, before the idle timeout`);
-    assert.match(master.stdout(), /"level":"warn","msg":"connection idle: closed","method":"GET","path":"\/api\/agent\/packages\/[0-9a-f]{64}","answered":true,"seconds":2\}/);
+    assert.match(master.stdout(), /"level":"warn","msg":"download stalled: connection closed","method":"GET","path":"\/api\/agent\/packages\/[0-9a-f]{64}","sentBytes":\d+,"seconds":2\}/);
     const ended = await new Promise<string>((resolve) => {
       response.on('data', (c: Buffer) => (received += c.length));
       response.on('end', () => resolve('end'));

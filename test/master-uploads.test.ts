@@ -172,8 +172,9 @@ describe('uploads on a real master process', () => {
         const full = await response;
         request.destroy();
         assert.equal(full.status, 507, full.body);
-        assert.deepEqual(JSON.parse(full.body), { error: 'The master ran out of disk space while receiving this package; the partial upload was removed. Free some space on the master and send it again' });
+        assert.deepEqual(JSON.parse(full.body), { error: 'The master\'s disk is full (ENOSPC): nothing was saved. Free some space on it, then try again' });
         assert.deepEqual(await tmpFiles(data), []);
+        assert.deepEqual(await readdir(path.join(data, 'packages')), []);
         assert.deepEqual(await packageNames(master.url), []);
 
         const small = await uploadWhole(master.url, 'Fits');

@@ -234,4 +234,17 @@ export const MIGRATIONS: Migration[] = [
       ALTER TABLE servers ADD COLUMN clock_offset_ms INTEGER;
     `,
   },
+  {
+    version: 7,
+    name: 'a row the health check writes',
+    sql: `
+      -- /health updates this one row: a database that answers reads may still refuse writes
+      -- (a disk turned read-only or full), and only a write tells.
+      CREATE TABLE health_check (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+      );
+      INSERT INTO health_check (id, checked_at) VALUES (1, '');
+    `,
+  },
 ];

@@ -4,7 +4,7 @@ import {
 } from '../../lib/errors.js';
 import {
   AuthenticationError, BadRequestError, ForbiddenError, InsufficientStorageError, PayloadTooLargeError, RequestTimeoutError,
-  TooManyRequestsError, UnsupportedMediaTypeError,
+  StorageUnavailableError, TooManyRequestsError, UnsupportedMediaTypeError, storageError, storageFault,
 } from '../errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isApiRequest } from './auth-middleware.js';
@@ -22,6 +22,7 @@ const STATUS: [new (...args: never[]) => Error, number][] = [
   [UnsupportedMediaTypeError, 415],
   [TooManyRequestsError, 429],
   [ConfigurationError, 503],
+  [StorageUnavailableError, 503],
   [InsufficientStorageError, 507],
 ];
 
@@ -33,6 +34,9 @@ export function describeError(err: unknown): { status: number; message: string }
   if (e.type === 'entity.too.large') return { status: 413, message: 'The request body is too large' };
   if (e.type === 'entity.parse.failed') return { status: 400, message: 'The request body is not valid JSON' };
   if (err instanceof PropagatorError) return { status: 400, message: err.message };
+  // A full or failing disk is not the client's fault, nor a bug: say so (507, 503), wherever it was met.
+  const storage = storageError(err);
+  if (storage) return describeError(storage);
   return { status: 500, message: 'Internal error: the master could not complete this request (see its log)' };
 }
 
@@ -41,6 +45,11 @@ const TITLES: Record<number, string> = {
   413: 'Too large', 415: 'Wrong content type', 422: 'Refused', 429: 'Too many requests', 500: 'Internal error', 503: 'Unavailable',
   507: 'Disk full',
 };
+
+/** ENOSPC, SQLITE_FULL…: the disk's own word, for the log (the client sees a sentence). */
+function faultCode(err: unknown): string | undefined {
+  return (storageFault(err) ?? storageFault((err as { cause?: unknown } | null)?.cause))?.code;
+}
 
 function prefersJson(req: Request): boolean {
   return isApiRequest(req) || req.accepts(['html', 'json']) === 'json';
@@ -51,8 +60,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const { status, message } = describeError(err);
     // A typed error (a full disk, a setup mistake) says all in its message; a stack helps with the rest.
-    const stack = err instanceof Error && !(err instanceof PropagatorError) ? err.stack : undefined;
-    if (status >= 500) log.error('request failed', { method: req.method, path: req.path, status, error: errorMessage(err), stack });
+    const stack = err instanceof Error && !(err instanceof PropagatorError) && !storageFault(err) ? err.stack : undefined;
+    if (status >= 500) log.error('request failed', { method: req.method, path: req.path, status, error: errorMessage(err), code: faultCode(err), stack });
     if (res.headersSent) {
       req.socket.destroy();
       return;

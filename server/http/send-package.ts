@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { NotFoundError } from '../../lib/errors.js';
+import { watchSend } from './timeouts.js';
 
 /**
  * Node cannot sendfile(2) to a socket, so every byte of a package is copied through this process
@@ -15,7 +16,7 @@ const READ_SIZE = 1024 * 1024;
 /**
  * Sends a package file, answering a single byte range with 206 so a cut download can resume.
  * Multiple or malformed ranges get the whole file (200), which the agent handles; an unsatisfiable
- * one gets 416.
+ * one gets 416. A client that takes nothing for the send idle timeout is cut and the file closed.
  */
 export async function sendPackageFile(req: Request, res: Response, file: string): Promise<void> {
   const info = await stat(file).catch((err: NodeJS.ErrnoException) => {
@@ -42,10 +43,18 @@ export async function sendPackageFile(req: Request, res: Response, file: string)
     res.end();
     return;
   }
+  const source = createReadStream(file, { start, end, highWaterMark: READ_SIZE });
+  // The stream reads a chunk only when the socket took the previous ones: each one is progress.
+  // (So is a drain: with 1 MiB chunks, a slow client needs at least 1 MiB per timeout.)
+  const watch = watchSend(req, res);
+  source.on('data', (chunk: string | Buffer) => watch.progress(chunk.length));
+  res.on('drain', () => watch.progress(0));
   try {
-    await pipeline(createReadStream(file, { start, end, highWaterMark: READ_SIZE }), res);
+    await pipeline(source, res);
   } catch (err) {
     // An agent that hangs up mid-download resumes later with a Range; nothing to report here.
     if (!res.destroyed && !res.writableEnded && !req.destroyed) throw err;
+  } finally {
+    watch.stop();
   }
 }

@@ -3,9 +3,12 @@ import type { Logger } from '../../lib/logger.js';
 
 /** How long a client answered before the end of its body may go on sending (dropped) before it is cut. */
 const LINGER_MS = 3_000;
+/** The send idle timeout of a request that did not pass requestTimeouts (the master's default). */
+const DEFAULT_SEND_IDLE_MS = 60_000;
 
 const deadlines = new WeakMap<Request, NodeJS.Timeout>();
 const ownIdleHandling = new WeakSet<Request>();
+const sendLimits = new WeakMap<Request, { idleMs: number; log: Logger }>();
 
 /**
  * Time limits of every request except admitted uploads (see exemptUpload):
@@ -14,11 +17,13 @@ const ownIdleHandling = new WeakSet<Request>();
  *   through a slow link would let a slow-loris client hold a small-body route (login, agent
  *   reports) for an hour. main.ts turns it off and this middleware sets it per request instead.
  * - with no byte moving either way for the server's idle timeout (server.timeout, main.ts), the
- *   connection is closed and logged: a client that stopped reading a package download releases
- *   its file and its memory.
+ *   connection is closed and logged. A package download has its own limit instead (watchSend,
+ *   --send-idle-timeout): a client that stopped reading it releases its file and its memory.
  */
-export function requestTimeouts(requestMs: number, log: Logger): RequestHandler {
+export function requestTimeouts(requestMs: number, log: Logger, sendIdleMs = DEFAULT_SEND_IDLE_MS): RequestHandler {
+  const sendLimit = { idleMs: sendIdleMs, log };
   return (req, res, next) => {
+    sendLimits.set(req, sendLimit);
     const deadline = setTimeout(() => {
       if (req.complete || req.socket.destroyed) return;
       log.warn('request too slow to arrive: connection closed', { method: req.method, path: req.path, seconds: requestMs / 1000 });
@@ -66,4 +71,38 @@ export function closeAfterAnswer(req: Request, res: Response): void {
       if (!req.complete) req.socket.destroy();
     }, LINGER_MS).unref();
   });
+}
+
+export interface SendWatch {
+  /** Data moved on: the client took what was sent so far (or room for more). */
+  progress(bytes: number): void;
+  stop(): void;
+}
+
+/**
+ * A large answer (a package download) under its own time limit: when the client takes nothing
+ * for the send idle timeout (--send-idle-timeout), the connection is closed and logged, and the
+ * answer's stream, with its file, is destroyed. Without this a client that keeps its connection
+ * open without reading would hold a socket and a file descriptor for as long as it likes. The
+ * connection's own idle timeout no longer applies to this answer.
+ */
+export function watchSend(req: Request, res: Response): SendWatch {
+  const limit = sendLimits.get(req);
+  const idleMs = limit?.idleMs ?? DEFAULT_SEND_IDLE_MS;
+  ownIdleHandling.add(req);
+  let sent = 0;
+  const timer = setTimeout(() => {
+    if (res.writableFinished || req.socket.destroyed) return;
+    limit?.log.warn('download stalled: connection closed', { method: req.method, path: req.path, sentBytes: sent, seconds: idleMs / 1000 });
+    req.socket.destroy();
+  }, idleMs).unref();
+  return {
+    progress(bytes) {
+      sent += bytes;
+      timer.refresh();
+    },
+    stop() {
+      clearTimeout(timer);
+    },
+  };
 }

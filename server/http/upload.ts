@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import multer from 'multer';
 import { PropagatorError, ValidationError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
-import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from '../errors.js';
+import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError, storageError } from '../errors.js';
 import type { PackageStore } from '../package-store.js';
 import type { UploadedFile } from '../services/package-service.js';
 import { hashingStorage, UploadWatch, type HashedUpload } from '../upload-storage.js';
@@ -37,6 +37,9 @@ function uploadError(err: unknown, maxBytes: number): Error {
         return new BadRequestError(`The upload form is not acceptable (${err.message})`);
     }
   }
+  // A full or read-only disk is the master's trouble, not a malformed form (507, 503).
+  const disk = storageError(err);
+  if (disk) return disk;
   const message = err instanceof Error ? err.message : String(err);
   if (/unexpected end of form|disconnected|aborted/i.test(message)) return new BadRequestError('The upload is incomplete (the form ended early); send it again');
   return new BadRequestError(`The upload form is malformed (${message})`);

@@ -1,14 +1,24 @@
 import { Router } from 'express';
+import type { Logger } from '../../lib/logger.js';
 import type { Database } from '../db/database.js';
+import { HealthRepo } from '../db/health-repo.js';
 import type { PackageStore } from '../package-store.js';
+import { WriteCheck } from '../write-check.js';
 
-/** GET /health: no authentication and no secrets, for load balancers and monitoring. */
-export function healthRouter(deps: { db: Database; store: PackageStore }): Router {
+/**
+ * GET /health: no authentication and no secrets, for load balancers and monitoring. 200 only when
+ * the master can write its database and its package store (a tiny write each, at most every two
+ * seconds); otherwise 503 with the reason.
+ */
+export function healthRouter(deps: { db: Database; store: PackageStore; log: Logger }): Router {
   const router = Router();
+  const repo = new HealthRepo(deps.db);
+  const writes = new WriteCheck({ writeDatabase: () => repo.touch(new Date()), writeStore: () => deps.store.probeWrite(), log: deps.log });
   router.get('/health', async (_req, res) => {
-    const database = await deps.db.get<{ ok: number }>('SELECT 1 AS ok').then((r) => r?.ok === 1, () => false);
-    const store = await deps.store.usable();
-    res.status(database && store ? 200 : 503).json({ status: database && store ? 'ok' : 'unavailable', database, store });
+    const { ok, database, store, reason } = await writes.check();
+    res.set('Cache-Control', 'no-store');
+    if (ok) res.status(200).json({ status: 'ok', database, store });
+    else res.status(503).json({ status: 'unavailable', database, store, reason });
   });
   return router;
 }

@@ -59,7 +59,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   // link, it would let slow clients hold the small routes for as long. Off here; http/timeouts.ts
   // gives each request its deadline, and uploads the idle timeout instead.
   server.requestTimeout = 0;
-  // No byte moving either way for this long closes the connection (a stalled download, a silent client).
+  // No byte moving either way for this long closes the connection (a silent client; package downloads have their own send timeout).
   server.timeout = config.idleTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -56,7 +56,7 @@ export function createAgentApp(deps: { identity: () => Identity | null; runner: 
       method: req.method, path: req.path, body, agentId: identity.serverId,
       signature: req.get(SIGNATURE_HEADER), timestamp: req.get(TIMESTAMP_HEADER), nonce,
     });
-    if (!problem && !(await nonces.remember(nonce as string))) problem = { reason: 'replay', message: 'the request was already received once (a replay is refused)' };
+    if (!problem && !(await nonces.remember(nonce as string, Date.now(), (code) => deps.log.error('the seen nonces could not be written: kept in memory', { code })))) problem = { reason: 'replay', message: 'the request was already received once (a replay is refused)' };
     if (problem) {
       deps.log.warn('refused a call not signed by the master', { method: req.method, path: req.path, ip: req.ip ?? null, reason: problem.message });
       refuse(res, 401, problem);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand, CommandResult } from '../lib/agent-protocol.js';
+import { diskErrorCode } from '../lib/disk-errors.js';
 import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { Mutex } from '../lib/mutex.js';
@@ -14,7 +15,12 @@ interface CommandRecord {
   command: AgentCommand;
   result: CommandResult;
   reported: boolean;
+  /** This agent's clock (ms) at which the master gives up on the target (from timeLeftSeconds). */
+  deadline?: number;
 }
+
+/** Without a deadline from the master (an older master), downloads are retried this long. */
+const DEFAULT_TIME_LEFT_MS = 2 * 3600_000;
 
 /** How long a result the master has stays on disk: long enough for any late re-delivery. */
 const KEEP_REPORTED_MS = 7 * 24 * 3600_000;
@@ -141,9 +147,19 @@ export class CommandRunner {
     return open ? Promise.resolve(open) : this.readFile(this.file(id));
   }
 
-  /** Writes a record, then updates the index: what a call sends is always on disk already. */
+  /**
+   * Writes a record, then updates the index: what a call sends is on disk already. On a full (or
+   * read-only) disk the record is kept in memory only, so the result still reaches the master (it
+   * is written with the next change once there is room).
+   */
   private async write(record: CommandRecord): Promise<void> {
-    await writeJsonAtomic(this.file(record.command.id), record);
+    try {
+      await writeJsonAtomic(this.file(record.command.id), record);
+    } catch (err) {
+      const code = diskErrorCode(err);
+      if (!code) throw err;
+      this.deps.log.error('a command record could not be written: kept in memory', { commandId: record.command.id, code });
+    }
     if (isOpen(record)) this.open.set(record.command.id, record);
     else this.open.delete(record.command.id);
   }
@@ -177,6 +193,7 @@ export class CommandRunner {
         versionBefore: await this.deps.releases.installedVersion(), versionAfter: null, startedAt: new Date().toISOString(), finishedAt: null,
       },
       reported: false,
+      deadline: Date.now() + (command.timeLeftSeconds != null ? command.timeLeftSeconds * 1000 : DEFAULT_TIME_LEFT_MS),
     };
     await this.write(record);
     this.deps.log.info('command accepted', { commandId: command.id, type: command.type, version: command.package.version });
@@ -186,6 +203,11 @@ export class CommandRunner {
   }
 
   /** After a restart: runs again what was accepted but not finished (each step is idempotent). */
+  /** The packages of the commands still running: their partial downloads are resumed. */
+  runningPackages(): Set<string> {
+    return new Set([...this.open.values()].filter((r) => r.result.state === 'running').map((r) => r.command.package.sha256));
+  }
+
   async resume(): Promise<void> {
     for (const record of this.open.values()) {
       if (record.result.state === 'running') this.enqueue(record);
@@ -257,7 +279,7 @@ export class CommandRunner {
       this.onResult();
     };
     try {
-      const staged = await stager.stage(command, installed);
+      const staged = await stager.stage(command, installed, record.deadline ?? Date.now() + DEFAULT_TIME_LEFT_MS);
       if (command.type === 'propagate') {
         await finish('staged', `staged ${staged.product} ${staged.version}`, installed);
         return;
@@ -266,7 +288,8 @@ export class CommandRunner {
       if (outcome.ok && outcome.versionAfter === staged.version) await stager.remove(staged.sha256);
       await finish(outcome.ok ? 'succeeded' : 'failed', outcome.message, outcome.versionAfter, outcome.versionBefore);
     } catch (err) {
-      await finish('failed', errorMessage(err), installed);
+      const code = diskErrorCode(err);
+      await finish('failed', code ? `cannot write on this server's disk (${code}): free some space on it, then try again` : errorMessage(err), installed);
     }
   }
 }

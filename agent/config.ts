@@ -33,6 +33,8 @@ export interface AgentConfig {
   backoffMaxMs: number;
   heartbeatMs: number;
   hookTimeoutMs: number;
+  /** The longest wait between two download attempts (the backoff doubles up to it). */
+  downloadRetryMaxMs: number;
   /** Without a declared unpackedSize, a payload may unpack to this many times its size. */
   maxUnpackRatio: number;
   keepReleases: number;
@@ -58,13 +60,14 @@ const FLAGS = {
   heartbeat: 'PROPAGATOR_HEARTBEAT',
   'hook-timeout': 'PROPAGATOR_HOOK_TIMEOUT',
   'max-unpack-ratio': 'PROPAGATOR_MAX_UNPACK_RATIO',
+  'download-retry-max': 'PROPAGATOR_DOWNLOAD_RETRY_MAX',
   'log-level': 'PROPAGATOR_LOG_LEVEL',
 } as const;
 
 export const AGENT_HELP = `propagator agent --master URL --name NAME --mode bidirectional|mailbox --data DIR --trust PATH [--enroll-token-file FILE]
                  [--port N] [--host H] [--advertise URL] [--product watchdoc] [--initial-version X.Y.Z] [--ca CA.pem]
                  [--master-fingerprint SHA256:...] [--poll-min S] [--poll-max S] [--heartbeat S] [--hook-timeout S] [--log-level L]
-                 [--max-unpack-ratio N]
+                 [--max-unpack-ratio N] [--download-retry-max S]
     Runs the slave agent. The enrollment token is needed on the first start only: in a file
     (--enroll-token-file) or in PROPAGATOR_ENROLL_TOKEN, never on the command line. A mailbox agent
     opens no port. Each flag has an environment variable (PROPAGATOR_MASTER_URL, PROPAGATOR_AGENT_NAME, ...).`;
@@ -82,6 +85,7 @@ const schema = z.object({
   pollMax: seconds('--poll-max'),
   heartbeat: seconds('--heartbeat'),
   hookTimeout: seconds('--hook-timeout'),
+  downloadRetryMax: seconds('--download-retry-max'),
   maxUnpackRatio: z.coerce.number({ error: '--max-unpack-ratio must be a number' }).min(1, { error: '--max-unpack-ratio must be 1 or more' }),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']),
 });
@@ -108,6 +112,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     pollMax: pick('poll-max') ?? '60',
     heartbeat: pick('heartbeat') ?? '30',
     hookTimeout: pick('hook-timeout') ?? '300',
+    downloadRetryMax: pick('download-retry-max') ?? '60',
     maxUnpackRatio: pick('max-unpack-ratio') ?? '10',
     logLevel: pick('log-level') ?? 'info',
   });
@@ -144,6 +149,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     backoffMaxMs: Math.max(c.pollMax * 1000, 300_000),
     heartbeatMs: c.heartbeat * 1000,
     hookTimeoutMs: c.hookTimeout * 1000,
+    downloadRetryMaxMs: c.downloadRetryMax * 1000,
     maxUnpackRatio: c.maxUnpackRatio,
     keepReleases: 3,
     logLevel: c.logLevel,

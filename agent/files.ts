@@ -9,9 +9,13 @@ export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600)
   try {
     await handle.writeFile(`${JSON.stringify(data, null, 2)}\n`);
     await handle.sync();
-  } finally {
+  } catch (err) {
+    // A full disk fails the write itself: the half-written file must not stay behind.
     await handle.close();
+    await rm(tmp, { force: true });
+    throw err;
   }
+  await handle.close();
   try {
     await rename(tmp, file);
   } catch (err) {

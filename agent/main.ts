@@ -105,10 +105,11 @@ async function startLocked(config: Readonly<AgentConfig>, lock: DataLock, option
   await releases.init();
   const client = await MasterClient.create(config.masterUrl, config.caFile, key, { name: identity?.name ?? config.name, masterFingerprint: config.masterFingerprint });
   if (identity) client.setMasterKey(identity.masterPublicKey);
-  const stager = new Stager(config.dataDir, { product: config.product, trustPath: config.trustPath }, client, log);
+  const stager = new Stager(config.dataDir, { name: config.name, product: config.product, trustPath: config.trustPath, retryMaxDelayMs: config.downloadRetryMaxMs }, client, log);
   await stager.init();
   const runner = new CommandRunner(path.join(config.dataDir, 'commands'), { stager, releases, log });
   await runner.init();
+  await stager.removeStrayParts(runner.runningPackages());
 
   // Finish or undo an install a crash interrupted, before anything else touches the releases.
   const recovered = await releases.recover();

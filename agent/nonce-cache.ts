@@ -1,3 +1,4 @@
+import { diskErrorCode } from '../lib/disk-errors.js';
 import { ExpiringSet } from '../lib/expiring-set.js';
 import { MAX_SKEW_MS } from '../lib/request-signing.js';
 import { readJson, writeJsonAtomic } from './files.js';
@@ -19,10 +20,21 @@ export class NonceCache {
     if (this.file) this.seen.restore(await readJson<unknown>(this.file).catch(() => null), now);
   }
 
-  /** True the first time a nonce is seen within the lifetime; false for a replay. */
-  async remember(nonce: string, now = Date.now()): Promise<boolean> {
+  /**
+   * True the first time a nonce is seen within the lifetime; false for a replay. On a full disk the
+   * nonce is kept in memory only (`onDiskError` is told): the call is still taken, so a full disk
+   * fails the master's commands with their reason instead of making the agent unreachable; only
+   * a restart while the disk is full could forget the nonces of the last 10 minutes.
+   */
+  async remember(nonce: string, now = Date.now(), onDiskError?: (code: string) => void): Promise<boolean> {
     if (!this.seen.add(nonce, now)) return false;
-    if (this.file) await writeJsonAtomic(this.file, this.seen.list());
+    if (this.file) {
+      await writeJsonAtomic(this.file, this.seen.list()).catch((err: unknown) => {
+        const code = diskErrorCode(err);
+        if (!code) throw err;
+        onDiskError?.(code);
+      });
+    }
     return true;
   }
 }

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { MasterClient } from './master-client.js';
 import { errorForStatus, MasterAnswerError, masterMessage, NotAcceptedError, RefusedError, RetryLaterError, unreachable, WrongPackageError } from './master-errors.js';
 import { readText, request } from './master-http.js';
+import { diskErrorCode } from '../lib/disk-errors.js';
 import { ANSWER_MAC_HEADER } from '../lib/session-crypto.js';
 
 /**
@@ -37,17 +38,29 @@ function guard(room: number, size: number, see: ((chunk: Buffer) => void | Promi
   });
 }
 
+/** The download could not finish before the target's deadline; the message says what stood in the way. */
+export class DeadlineError extends Error {
+  override name = 'DeadlineError';
+}
+
+export interface RetryPolicy {
+  /** This agent's clock (ms) at which the master gives up on the target: retrying stops there. */
+  deadline: number;
+  /** The longest wait between two attempts (the backoff doubles from 0.5 s up to it). */
+  maxDelayMs: number;
+}
+
 /**
  * Downloads a package into `partFile`, continuing from what is already there (HTTP Range). Writes
- * at most the `size` the signed command announced. Retries a cut connection with backoff; returns
- * when the file has `size` bytes. What the bytes are worth is for the verifier to say, as they
- * arrive (`observe`).
+ * at most the `size` the signed command announced. Retries a cut connection or an absent master
+ * with backoff until the target's deadline (a master restarted mid-operation is waited for);
+ * returns when the file has `size` bytes. What the bytes are worth is for the verifier to say, as
+ * they arrive (`observe`). A disk that cannot take the bytes fails at once (`diskErrorCode`).
  */
 export async function downloadPackage(
   client: MasterClient, sha256: string, partFile: string, size: number,
-  log: (msg: string, fields: Record<string, number | string>) => void, observe?: DownloadObserver,
+  log: (msg: string, fields: Record<string, number | string>) => void, retry: RetryPolicy, observe?: DownloadObserver,
 ): Promise<void> {
-  const attempts = 8;
   for (let attempt = 1; ; attempt++) {
     let have = (await stat(partFile).catch(() => null))?.size ?? 0;
     if (have > size) {
@@ -91,12 +104,16 @@ export async function downloadPackage(
       if ((await stat(partFile)).size === size) return;
       throw new Error('the download ended early');
     } catch (err) {
-      // Retrying cannot help when the master refuses this agent or this package, or serves another one.
+      // Retrying cannot help when the master refuses this agent or this package, serves another
+      // one, or when this slave's disk cannot take the bytes.
       if (err instanceof WrongPackageError || err instanceof DownloadStoppedError || err instanceof RefusedError || err instanceof NotAcceptedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
+      if (diskErrorCode(err)) throw err;
       const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
-      if (attempt >= attempts) throw translated;
-      const delay = translated instanceof RetryLaterError ? translated.retryAfterMs : Math.min(30_000, 500 * 2 ** (attempt - 1));
-      log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0 });
+      const left = retry.deadline - Date.now();
+      if (left <= 0) throw new DeadlineError(`no download before the target's deadline (${translated.message}, ${attempt} attempts)`);
+      const backoff = Math.min(retry.maxDelayMs, 500 * 2 ** Math.min(attempt - 1, 20));
+      const delay = Math.min(left, translated instanceof RetryLaterError ? translated.retryAfterMs : backoff);
+      log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0, error: translated.message });
       await new Promise((r) => setTimeout(r, delay));
     }
   }

@@ -1,6 +1,7 @@
 import { lstat, mkdir, readdir, readFile, readlink, rename, rm, statfs, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../lib/bytes.js';
+import { diskErrorCode } from '../lib/disk-errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
 import { extractPayload } from '../lib/payload-extractor.js';
@@ -144,7 +145,12 @@ export class ReleaseManager {
       await extractPayload(packageFile, { ...manifest.payload, unpackedSize: manifest.unpackedSize }, partial, { maxRatio: this.options.maxUnpackRatio });
       await rename(partial, dir);
     } catch (err) {
+      // Nothing half-extracted stays: it would only take the room the next install needs.
+      await rm(partial, { recursive: true, force: true });
       await this.journal(null);
+      if (diskErrorCode(err)) {
+        return { ok: false, message: `not enough disk space on ${this.options.name}: needs more than ${formatBytes(free ?? 0)}, has ${formatBytes(await this.freeBytes() ?? 0)}`, ...base };
+      }
       return { ok: false, message: `extraction failed: ${(err as Error).message}`, ...base };
     }
 

@@ -1,7 +1,9 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand } from '../lib/agent-protocol.js';
+import { formatBytes } from '../lib/bytes.js';
+import { diskErrorCode, DiskSpaceError } from '../lib/disk-errors.js';
 import { PackageRejectedError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Manifest } from '../lib/manifest.js';
@@ -11,7 +13,7 @@ import { loadTrustStore } from '../lib/trust-store.js';
 import { compareVersions } from '../lib/version.js';
 import { readJson, writeJsonAtomic } from './files.js';
 import type { MasterClient } from './master-client.js';
-import { downloadPackage, DownloadStoppedError } from './package-download.js';
+import { downloadPackage, DownloadStoppedError, type RetryPolicy } from './package-download.js';
 
 export interface StagedPackage {
   sha256: string;
@@ -33,7 +35,12 @@ export class RefusedPackageError extends Error {
 export class Stager {
   readonly dir: string;
 
-  constructor(dataDir: string, private readonly options: { product: string; trustPath: string }, private readonly client: MasterClient, private readonly log: Logger) {
+  constructor(
+    dataDir: string,
+    private readonly options: { name: string; product: string; trustPath: string; retryMaxDelayMs: number },
+    private readonly client: MasterClient,
+    private readonly log: Logger,
+  ) {
     this.dir = path.join(dataDir, 'staging');
   }
 
@@ -43,6 +50,27 @@ export class Stager {
 
   private paths(sha256: string) {
     return { pkg: path.join(this.dir, `${sha256}.pkg`), part: path.join(this.dir, `${sha256}.part`), meta: path.join(this.dir, `${sha256}.json`) };
+  }
+
+  /** Free bytes where packages are staged (null when the system cannot say). */
+  private async freeBytes(): Promise<number | null> {
+    return statfs(this.dir).then((s) => s.bavail * s.bsize, () => null);
+  }
+
+  private async noRoom(needs: number): Promise<DiskSpaceError> {
+    return new DiskSpaceError(`not enough disk space on ${this.options.name}: needs ${formatBytes(needs)}, has ${formatBytes(await this.freeBytes() ?? 0)}`);
+  }
+
+  /**
+   * Removes partial downloads no running command will resume (left by a command that ended while
+   * the agent was stopped, or by an older agent).
+   */
+  async removeStrayParts(resuming: ReadonlySet<string>): Promise<void> {
+    for (const f of (await readdir(this.dir)).filter((n) => n.endsWith('.part'))) {
+      if (resuming.has(f.slice(0, -'.part'.length))) continue;
+      await rm(path.join(this.dir, f), { force: true });
+      this.log.info('partial download removed: no command will resume it', { file: f });
+    }
   }
 
   async list(): Promise<StagedPackage[]> {
@@ -91,8 +119,11 @@ export class Stager {
     return verified;
   }
 
-  /** Stages the command's package (or finds it staged), verified. Throws with the precise reason. */
-  async stage(command: AgentCommand, installed: string | null): Promise<StagedPackage> {
+  /**
+   * Stages the command's package (or finds it staged), verified. Throws with the precise reason;
+   * whatever the failure, no partial file stays. `deadline` (this agent's clock) ends the retries.
+   */
+  async stage(command: AgentCommand, installed: string | null, deadline: number): Promise<StagedPackage> {
     const { sha256, size } = command.package;
     const existing = await this.find(sha256);
     if (existing) {
@@ -105,8 +136,16 @@ export class Stager {
     // again; a download that had to resume was not seen whole and is verified from the file.
     let reader: PackageArchiveReader | null = null;
     let received = 0;
+    // Checked before the first byte: a package that cannot fit is refused without a download.
+    const have = (await stat(p.part).catch(() => null))?.size ?? 0;
+    const free = await this.freeBytes();
+    if (free !== null && free < size - have) {
+      await rm(p.part, { force: true });
+      throw await this.noRoom(size);
+    }
+    const retry: RetryPolicy = { deadline, maxDelayMs: this.options.retryMaxDelayMs };
     try {
-      await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), async (from) => {
+      await downloadPackage(this.client, sha256, p.part, size, (msg, fields) => this.log.info(msg, fields), retry, async (from) => {
         // The signed command names the manifest: a package whose manifest differs is refused as
         // soon as that member has passed, and any byte that cannot belong to a package stops it too.
         const current = new PackageArchiveReader({ manifestSha256: command.package.manifestSha256 });
@@ -122,6 +161,12 @@ export class Stager {
       });
     } catch (err) {
       await rm(p.part, { force: true });
+      const code = diskErrorCode(err);
+      if (code === 'EROFS') throw new DiskSpaceError(`cannot write on ${this.options.name}: the disk of its data folder is read-only (EROFS)`);
+      if (code) {
+        this.log.error('the disk filled during a download; the partial file was removed', { sha256, code, size });
+        throw await this.noRoom(size);
+      }
       const early = reader as PackageArchiveReader | null;
       if (err instanceof DownloadStoppedError && early) {
         const reason = await early.members.then(() => err, (refusal: unknown) => refusal);
@@ -150,9 +195,16 @@ export class Stager {
       if (err instanceof PackageRejectedError || err instanceof RefusedPackageError) this.log.warn('package refused', { sha256, reason: err.message });
       throw err;
     }
-    await rename(p.part, p.pkg);
     const staged: StagedPackage = { sha256, product: manifest.product, version: manifest.version, file: p.pkg, manifest };
-    await writeJsonAtomic(p.meta, staged, 0o644);
+    try {
+      await rename(p.part, p.pkg);
+      await writeJsonAtomic(p.meta, staged, 0o644);
+    } catch (err) {
+      // A package without its record is never listed nor used: neither stays.
+      await this.remove(sha256);
+      if (diskErrorCode(err)) throw await this.noRoom(size);
+      throw err;
+    }
     this.log.info('package staged', { sha256, version: manifest.version });
     return staged;
   }

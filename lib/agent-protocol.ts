@@ -89,6 +89,11 @@ export const commandSchema = z.object({
   type: z.enum(['propagate', 'apply']),
   package: z.object({ sha256, payloadSha256: sha256, manifestSha256: sha256, size: z.number().int().nonnegative(), product: productSchema, version, name: z.string().max(200) }),
   allowDowngrade: z.boolean(),
+  /**
+   * Seconds until the target's deadline when the master sent it (null: none). A duration, not a
+   * date, so the slave's clock does not matter; the agent stops retrying a download then.
+   */
+  timeLeftSeconds: z.number().int().nonnegative().max(366 * 24 * 3600).nullable().optional(),
 });
 export type AgentCommand = z.infer<typeof commandSchema>;
 

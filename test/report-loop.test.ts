@@ -45,7 +45,7 @@ async function setup(name: string, overrides: { mailboxSessionsPerMinute?: numbe
   const client = new MasterClient(masterUrl ?? served.url, null, key, { name, masterFingerprint: null });
   const releases = new ReleaseManager(data, { name, product: 'watchdoc', initialVersion: '6.1.0', hookTimeoutMs: 10_000, keep: 3, maxUnpackRatio: 10 }, log);
   await releases.init();
-  const stager = new Stager(data, { product: 'watchdoc', trustPath: pki.root }, client, log);
+  const stager = new Stager(data, { name, product: 'watchdoc', trustPath: pki.root, retryMaxDelayMs: 60_000 }, client, log);
   await stager.init();
   const status = async (): Promise<AgentStatus> => ({ name, mode: 'mailbox', address: null, product: 'watchdoc', version: await releases.installedVersion(), staged: [], freeDiskBytes: null });
   const enrolled = await new MasterClient(served.url, null, key, { name, masterFingerprint: null }).enroll(await status(), TOKEN);

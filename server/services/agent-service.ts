@@ -28,6 +28,7 @@ export function toAgentCommand(c: Command): AgentCommand {
     type: c.type,
     package: { sha256: c.packageSha256, payloadSha256: c.payloadSha256, manifestSha256: c.manifestSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
     allowDowngrade: c.allowDowngrade,
+    timeLeftSeconds: c.deadlineAt ? Math.max(0, Math.ceil((Date.parse(c.deadlineAt) - Date.now()) / 1000)) : null,
   };
 }
 

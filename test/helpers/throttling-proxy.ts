@@ -6,6 +6,8 @@ export interface ThrottlingProxy {
   requests: string[];
   /** Bytes a second relayed to the client on answers to matching requests; Infinity lets them through. */
   bytesPerSecond: number;
+  /** Drops every connection at once, with what is still queued (a machine that went away). */
+  cutAll(): void;
   close(): Promise<void>;
 }
 
@@ -18,7 +20,7 @@ const TICK_MS = 50;
  * is dropped on the client's side too.
  */
 export async function startThrottlingProxy(targetPort: number, options: { match: RegExp; bytesPerSecond: number }): Promise<ThrottlingProxy> {
-  const proxy: ThrottlingProxy = { url: '', requests: [], bytesPerSecond: options.bytesPerSecond, close: async () => undefined };
+  const proxy: ThrottlingProxy = { url: '', requests: [], bytesPerSecond: options.bytesPerSecond, cutAll: () => undefined, close: async () => undefined };
   const sockets = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const server = net.createServer((client) => {
@@ -83,6 +85,9 @@ export async function startThrottlingProxy(targetPort: number, options: { match:
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   proxy.url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  proxy.cutAll = () => {
+    for (const s of sockets) s.destroy();
+  };
   proxy.close = () => {
     for (const t of timers) clearInterval(t);
     for (const s of sockets) s.destroy();

@@ -193,7 +193,7 @@ export class CommandRunner {
         versionBefore: await this.deps.releases.installedVersion(), versionAfter: null, startedAt: new Date().toISOString(), finishedAt: null,
       },
       reported: false,
-      deadline: Date.now() + (command.timeLeftSeconds != null ? command.timeLeftSeconds * 1000 : DEFAULT_TIME_LEFT_MS),
+      deadline: Date.now() + (typeof command.timeLeftSeconds === 'number' ? command.timeLeftSeconds * 1000 : DEFAULT_TIME_LEFT_MS),
     };
     await this.write(record);
     this.deps.log.info('command accepted', { commandId: command.id, type: command.type, version: command.package.version });

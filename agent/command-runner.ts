@@ -203,6 +203,19 @@ export class CommandRunner {
   }
 
   /** After a restart: runs again what was accepted but not finished (each step is idempotent). */
+  /**
+   * Removes staged packages (by their digest, checked by the answer's schema), except those a
+   * running command uses: the master deleted them, or they were never used for too long.
+   */
+  async dropStaged(digests: Iterable<string>, why: string): Promise<void> {
+    const busy = this.runningPackages();
+    for (const sha256 of digests) {
+      if (busy.has(sha256) || !(await this.deps.stager.find(sha256))) continue;
+      await this.deps.stager.remove(sha256);
+      this.deps.log.info('staged package dropped', { sha256, reason: why });
+    }
+  }
+
   /** The packages of the commands still running: their partial downloads are resumed. */
   runningPackages(): Set<string> {
     return new Set([...this.open.values()].filter((r) => r.result.state === 'running').map((r) => r.command.package.sha256));

@@ -35,6 +35,8 @@ export interface AgentConfig {
   hookTimeoutMs: number;
   /** The longest wait between two download attempts (the backoff doubles up to it). */
   downloadRetryMaxMs: number;
+  /** A staged package not used for this long is removed. */
+  dropStagedAfterMs: number;
   /** Without a declared unpackedSize, a payload may unpack to this many times its size. */
   maxUnpackRatio: number;
   keepReleases: number;
@@ -61,13 +63,14 @@ const FLAGS = {
   'hook-timeout': 'PROPAGATOR_HOOK_TIMEOUT',
   'max-unpack-ratio': 'PROPAGATOR_MAX_UNPACK_RATIO',
   'download-retry-max': 'PROPAGATOR_DOWNLOAD_RETRY_MAX',
+  'drop-staged-after': 'PROPAGATOR_DROP_STAGED_AFTER',
   'log-level': 'PROPAGATOR_LOG_LEVEL',
 } as const;
 
 export const AGENT_HELP = `propagator agent --master URL --name NAME --mode bidirectional|mailbox --data DIR --trust PATH [--enroll-token-file FILE]
                  [--port N] [--host H] [--advertise URL] [--product watchdoc] [--initial-version X.Y.Z] [--ca CA.pem]
                  [--master-fingerprint SHA256:...] [--poll-min S] [--poll-max S] [--heartbeat S] [--hook-timeout S] [--log-level L]
-                 [--max-unpack-ratio N] [--download-retry-max S]
+                 [--max-unpack-ratio N] [--download-retry-max S] [--drop-staged-after DAYS]
     Runs the slave agent. The enrollment token is needed on the first start only: in a file
     (--enroll-token-file) or in PROPAGATOR_ENROLL_TOKEN, never on the command line. A mailbox agent
     opens no port. Each flag has an environment variable (PROPAGATOR_MASTER_URL, PROPAGATOR_AGENT_NAME, ...).`;
@@ -86,6 +89,7 @@ const schema = z.object({
   heartbeat: seconds('--heartbeat'),
   hookTimeout: seconds('--hook-timeout'),
   downloadRetryMax: seconds('--download-retry-max'),
+  dropStagedAfter: z.coerce.number({ error: '--drop-staged-after must be a number of days' }).positive({ error: '--drop-staged-after must be more than 0 days' }),
   maxUnpackRatio: z.coerce.number({ error: '--max-unpack-ratio must be a number' }).min(1, { error: '--max-unpack-ratio must be 1 or more' }),
   logLevel: z.enum(['debug', 'info', 'warn', 'error']),
 });
@@ -113,6 +117,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     heartbeat: pick('heartbeat') ?? '30',
     hookTimeout: pick('hook-timeout') ?? '300',
     downloadRetryMax: pick('download-retry-max') ?? '60',
+    dropStagedAfter: pick('drop-staged-after') ?? '30',
     maxUnpackRatio: pick('max-unpack-ratio') ?? '10',
     logLevel: pick('log-level') ?? 'info',
   });
@@ -150,6 +155,7 @@ export function loadAgentConfig(args: string[], env: NodeJS.ProcessEnv, cwd = pr
     heartbeatMs: c.heartbeat * 1000,
     hookTimeoutMs: c.hookTimeout * 1000,
     downloadRetryMaxMs: c.downloadRetryMax * 1000,
+    dropStagedAfterMs: c.dropStagedAfter * 24 * 3600_000,
     maxUnpackRatio: c.maxUnpackRatio,
     keepReleases: 3,
     logLevel: c.logLevel,

@@ -175,6 +175,13 @@ async function startLocked(config: Readonly<AgentConfig>, lock: DataLock, option
   runner.onResult = () => loop.wake();
   await runner.resume();
   loop.start();
+  // Staged packages nobody applied: dropped after --drop-staged-after, checked at start and hourly.
+  const dropUnused = () => stager.unusedFor(config.dropStagedAfterMs)
+    .then((old) => runner.dropStaged(old, `not used for ${config.dropStagedAfterMs / 86_400_000} days`))
+    .catch((err: unknown) => log.error('unused staged packages could not be removed', { error: errorMessage(err) }));
+  await dropUnused();
+  const dropTimer = setInterval(() => void dropUnused(), Math.max(1000, Math.min(3600_000, config.dropStagedAfterMs)));
+  dropTimer.unref();
   log.info('agent started', { mode: config.mode, version: await releases.installedVersion(), master: config.masterUrl });
 
   let closing: Promise<void> | null = null;
@@ -185,6 +192,7 @@ async function startLocked(config: Readonly<AgentConfig>, lock: DataLock, option
     close: () => {
       closing ??= (async () => {
         signal.stopped = true;
+        clearInterval(dropTimer);
         await loop.stop();
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([runner.idle(), new Promise((r) => (timer = setTimeout(r, STOP_WAIT_MS)))]);

@@ -76,6 +76,7 @@ export class ReportLoop {
       if (this.failures > 0) log.info('master reachable again', { after: this.failures });
       this.failures = 0;
       for (const command of answer.commands) await runner.submit(command);
+      if (answer.drop?.length) await runner.dropStaged(answer.drop, 'the master deleted it');
       // More results than one report carries: the rest go at once, not a heartbeat later.
       if (mode === 'bidirectional') return (await runner.outbox()).length > 0 ? Math.min(1000, heartbeatMs) : heartbeatMs;
       // Work came, or results went or wait to go: call again soon. A command still running is not a

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, statfs, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentCommand } from '../lib/agent-protocol.js';
 import { formatBytes } from '../lib/bytes.js';
@@ -73,6 +73,16 @@ export class Stager {
     }
   }
 
+  /** Staged packages not used (staged, or found staged by a command) for `ms`: by their record's age. */
+  async unusedFor(ms: number, now = Date.now()): Promise<string[]> {
+    const old: string[] = [];
+    for (const f of (await readdir(this.dir)).filter((n) => /^[0-9a-f]{64}\.json$/.test(n))) {
+      const info = await stat(path.join(this.dir, f)).catch(() => null);
+      if (info && now - info.mtimeMs > ms) old.push(f.slice(0, -'.json'.length));
+    }
+    return old;
+  }
+
   async list(): Promise<StagedPackage[]> {
     const staged: StagedPackage[] = [];
     for (const f of (await readdir(this.dir)).filter((n) => n.endsWith('.json'))) {
@@ -126,12 +136,15 @@ export class Stager {
   async stage(command: AgentCommand, installed: string | null, deadline: number): Promise<StagedPackage> {
     const { sha256, size } = command.package;
     const existing = await this.find(sha256);
+    const p = this.paths(sha256);
     if (existing) {
       // Re-verified on every use: the trust store may have changed since it was staged.
       existing.manifest = await this.verify(existing.file, installed, command.allowDowngrade);
+      // Used now: its record's age is what --drop-staged-after counts.
+      const now = new Date();
+      await utimes(p.meta, now, now).catch(() => undefined);
       return existing;
     }
-    const p = this.paths(sha256);
     // The container is parsed and the payload hashed as the bytes arrive, so the file is not read
     // again; a download that had to resume was not seen whole and is verified from the file.
     let reader: PackageArchiveReader | null = null;

@@ -122,6 +122,11 @@ export const reportResponseSchema = z.object({
   commands: z.array(commandSchema),
   /** The master's wish for the next mailbox call; null: the agent's own schedule. */
   callAgainInSeconds: z.number().nonnegative().nullable(),
+  /**
+   * Packages this slave reports staged that the master no longer has (deleted): the agent drops
+   * them. Under the answer's MAC like the rest; older masters send none.
+   */
+  drop: z.array(sha256).max(100).optional(),
 });
 export type ReportResponse = z.infer<typeof reportResponseSchema>;
 

@@ -55,7 +55,7 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   let key: Promise<MasterKey> | null = null;
   const masterKey = () => (key ??= loadMasterKey(config.dataDir));
   const admission = new AdmissionService(db, settings, { autoAccept: config.autoAccept, maxPending: 1000 }, log);
-  const agents = new AgentService(db, serversRepo, commandsRepo, admission, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute, autoAccept: config.autoAccept });
+  const agents = new AgentService(db, serversRepo, commandsRepo, packagesRepo, admission, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute, autoAccept: config.autoAccept });
   admission.onAdmitted = (id) => agents.forget(id);
   const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));

@@ -87,3 +87,14 @@ it('reads --max-unpack-ratio over PROPAGATOR_MAX_UNPACK_RATIO over 10', () => {
   assert.throws(() => loadAgentConfig([...base, '--max-unpack-ratio', '0.5'], {}), { message: '--max-unpack-ratio must be 1 or more' });
   assert.throws(() => loadAgentConfig([...base, '--max-unpack-ratio', 'lots'], {}), { message: '--max-unpack-ratio must be a number' });
 });
+
+it('reads --download-retry-max and --drop-staged-after, with their defaults and errors', () => {
+  const base = ['--master', 'http://127.0.0.1:1', '--mode', 'mailbox'];
+  assert.equal(loadAgentConfig(base, {}).downloadRetryMaxMs, 60_000);
+  assert.equal(loadAgentConfig(base, {}).dropStagedAfterMs, 30 * 86_400_000);
+  assert.equal(loadAgentConfig([...base, '--download-retry-max', '5'], {}).downloadRetryMaxMs, 5000);
+  assert.equal(loadAgentConfig(base, { PROPAGATOR_DROP_STAGED_AFTER: '0.5' }).dropStagedAfterMs, 43_200_000);
+  assert.throws(() => loadAgentConfig([...base, '--download-retry-max', 'often'], {}), { message: '--download-retry-max must be a number of seconds' });
+  assert.throws(() => loadAgentConfig([...base, '--drop-staged-after', 'never'], {}), { message: '--drop-staged-after must be a number of days' });
+  assert.throws(() => loadAgentConfig([...base, '--drop-staged-after', '0'], {}), { message: '--drop-staged-after must be more than 0 days' });
+});

@@ -99,6 +99,13 @@ export class PackagesRepo {
     return (await this.db.all<PackageRow>('SELECT * FROM packages WHERE state = ?', [state])).map(toPackage);
   }
 
+  /** Which of these digests the master still has a package for (any state). */
+  async knownSha256(digests: string[]): Promise<Set<string>> {
+    if (digests.length === 0) return new Set();
+    const rows = await this.db.all<{ sha256: string }>(`SELECT sha256 FROM packages WHERE sha256 IN (${digests.map(() => '?').join(', ')})`, digests);
+    return new Set(rows.map((r) => r.sha256));
+  }
+
   async allSha256(): Promise<Set<string>> {
     return new Set((await this.db.all<{ sha256: string }>('SELECT sha256 FROM packages')).map((r) => r.sha256));
   }

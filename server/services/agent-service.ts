@@ -6,6 +6,7 @@ import { sealSessionKey } from '../../lib/session-crypto.js';
 import type { Logger } from '../../lib/logger.js';
 import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
+import type { PackagesRepo } from '../db/packages-repo.js';
 import type { Database } from '../db/database.js';
 import { ServersRepo } from '../db/servers-repo.js';
 import { OffsetFilter, offsetFrom } from '../clock-offset.js';
@@ -63,6 +64,7 @@ export class AgentService extends EventEmitter {
     private readonly db: Database,
     private readonly servers: ServersRepo,
     private readonly commands: CommandsRepo,
+    private readonly packages: PackagesRepo,
     private readonly admission: AdmissionService,
     private readonly key: () => Promise<MasterKey>,
     private readonly log: Logger,
@@ -241,9 +243,10 @@ export class AgentService extends EventEmitter {
     for (const result of results) {
       if (await this.applyResult(server, result)) acknowledged.push(result.commandId);
     }
+    const drop = await this.deletedButStaged(status);
     // The accepted mode decides, never the one reported: a mailbox agent cannot make the master call out.
-    if (server.mode !== 'mailbox') return { acknowledged, commands: [], callAgainInSeconds: null };
-    if (this.mayHaveWork && !this.mayHaveWork.has(server.id)) return { acknowledged, commands: [], callAgainInSeconds: null };
+    if (server.mode !== 'mailbox') return { acknowledged, commands: [], callAgainInSeconds: null, ...drop };
+    if (this.mayHaveWork && !this.mayHaveWork.has(server.id)) return { acknowledged, commands: [], callAgainInSeconds: null, ...drop };
     const open = await this.commands.openForServer(server.id);
     if (open.length === 0) this.mayHaveWork?.delete(server.id);
     for (const c of open.filter((o) => o.state === 'queued')) {
@@ -251,7 +254,16 @@ export class AgentService extends EventEmitter {
       this.emit('command', c.id);
     }
     // Work handed out: come back soon to report progress; otherwise the agent's own rhythm.
-    return { acknowledged, commands: open.map(toAgentCommand), callAgainInSeconds: open.length > 0 ? 1 : null };
+    return { acknowledged, commands: open.map(toAgentCommand), callAgainInSeconds: open.length > 0 ? 1 : null, ...drop };
+  }
+
+  /** The packages a slave keeps staged though the administrator deleted them: it is told to drop them. */
+  private async deletedButStaged(status: AgentStatus): Promise<{ drop?: string[] }> {
+    if (status.staged.length === 0) return {};
+    const digests = status.staged.map((s) => s.sha256).slice(0, 100);
+    const known = await this.packages.knownSha256(digests);
+    const drop = digests.filter((d) => !known.has(d));
+    return drop.length > 0 ? { drop } : {};
   }
 
   /**

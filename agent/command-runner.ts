@@ -202,7 +202,6 @@ export class CommandRunner {
     return record.result;
   }
 
-  /** After a restart: runs again what was accepted but not finished (each step is idempotent). */
   /**
    * Removes staged packages (by their digest, checked by the answer's schema), except those a
    * running command uses: the master deleted them, or they were never used for too long.
@@ -221,6 +220,7 @@ export class CommandRunner {
     return new Set([...this.open.values()].filter((r) => r.result.state === 'running').map((r) => r.command.package.sha256));
   }
 
+  /** After a restart: runs again what was accepted but not finished (each step is idempotent). */
   async resume(): Promise<void> {
     for (const record of this.open.values()) {
       if (record.result.state === 'running') this.enqueue(record);

@@ -38,6 +38,8 @@ function guard(room: number, size: number, see: ((chunk: Buffer) => void | Promi
   });
 }
 
+const tries = (n: number) => `${n} attempt${n === 1 ? '' : 's'}`;
+
 /** The download could not finish before the target's deadline; the message says what stood in the way. */
 export class DeadlineError extends Error {
   override name = 'DeadlineError';
@@ -68,6 +70,11 @@ export async function downloadPackage(
       have = 0;
     }
     if (have === size) return;
+    const left = retry.deadline - Date.now();
+    if (left <= 0) throw new DeadlineError(attempt === 1 ? 'no download before the target\'s deadline (it had passed when the download was to begin)' : `no download before the target's deadline (${tries(attempt - 1)})`);
+    // A transfer still under way at the deadline stops there: the master has given up on the target.
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), left);
     try {
       await client.withSession(async (session) => {
         const route = `api/agent/packages/${sha256}`;
@@ -99,7 +106,7 @@ export async function downloadPackage(
           throw err;
         }) : null;
         const file = createWriteStream(partFile, { flags: append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
-        await pipeline(response, guard(size - from, size, see), file);
+        await pipeline(response, guard(size - from, size, see), file, { signal: stop.signal });
       });
       if ((await stat(partFile)).size === size) return;
       throw new Error('the download ended early');
@@ -108,13 +115,16 @@ export async function downloadPackage(
       // one, or when this slave's disk cannot take the bytes.
       if (err instanceof WrongPackageError || err instanceof DownloadStoppedError || err instanceof RefusedError || err instanceof NotAcceptedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
       if (diskErrorCode(err)) throw err;
+      if (stop.signal.aborted) throw new DeadlineError(`no download before the target's deadline (the transfer was still under way, ${tries(attempt)})`);
       const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
-      const left = retry.deadline - Date.now();
-      if (left <= 0) throw new DeadlineError(`no download before the target's deadline (${translated.message}, ${attempt} attempts)`);
+      const remaining = retry.deadline - Date.now();
+      if (remaining <= 0) throw new DeadlineError(`no download before the target's deadline (${translated.message}, ${tries(attempt)})`);
       const backoff = Math.min(retry.maxDelayMs, 500 * 2 ** Math.min(attempt - 1, 20));
-      const delay = Math.min(left, translated instanceof RetryLaterError ? translated.retryAfterMs : backoff);
+      const delay = Math.min(remaining, translated instanceof RetryLaterError ? translated.retryAfterMs : backoff);
       log('download interrupted; will resume', { sha256, attempt, delayMs: delay, have: (await stat(partFile).catch(() => null))?.size ?? 0, error: translated.message });
       await new Promise((r) => setTimeout(r, delay));
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -59,7 +59,7 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
   admission.onAdmitted = (id) => agents.forget(id);
   const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
-  const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log);
+  const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs });
   commands.onQueued = (ids) => {
     agents.markWork(ids);
     dispatcher.kick();

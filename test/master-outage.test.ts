@@ -82,4 +82,21 @@ describe('a master that goes away during a download', () => {
     // The agent's own result (failed at the deadline) or the master's deadline, whichever is heard first.
     assert.ok(target?.state === 'timedout' || (target?.state === 'failed' && /^no download before the target's deadline \(cannot reach the master/.test(target.message)), JSON.stringify(target));
   });
+
+  it('stops a transfer still under way at the deadline, and keeps no partial file', async () => {
+    await d.master?.stop('SIGTERM');
+    await d.startMaster(['--deadline-mailbox', '6']);
+    // 32 KiB a second: 2 MiB would take a minute; the master stays up all along.
+    proxy.bytesPerSecond = 32 * 1024;
+    const data = path.join(d.work, 'slow');
+    const agent = await d.startAgent('slow', 'mailbox', data, [], {}, proxy.url);
+    const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.4.0', { padding: 2 * 1024 * 1024 }), 'slow 6.4.0');
+    const operation = await d.operate('propagate', pkg.id, [agent.serverId]);
+    await waitFor(async () => agent.logs().includes('the transfer was still under way'), 30_000, 'the agent to stop the transfer at the deadline');
+    assert.deepEqual(await readdir(path.join(data, 'staging')), [], 'the partial file was removed');
+    const [target] = await d.ended(operation, 30_000);
+    // The master's deadline, or the agent's result sent at that same instant, whichever is recorded first.
+    assert.ok(target?.state === 'timedout' || (target?.state === 'failed' && target.message === 'no download before the target\'s deadline (the transfer was still under way, 1 attempt)'), JSON.stringify(target));
+    assert.equal(attempts(agent.logs()).length, 0, 'not retried');
+  });
 });

@@ -23,13 +23,16 @@ export interface AgentServiceOptions {
   autoAccept: boolean;
 }
 
+/** The most an agent takes as time left (lib/agent-protocol.ts): a longer deadline is sent as this. */
+const MAX_TIME_LEFT_SECONDS = 366 * 24 * 3600;
+
 export function toAgentCommand(c: Command): AgentCommand {
   return {
     id: c.id,
     type: c.type,
     package: { sha256: c.packageSha256, payloadSha256: c.payloadSha256, manifestSha256: c.manifestSha256, size: c.packageSize, product: c.product, version: c.version, name: c.packageName },
     allowDowngrade: c.allowDowngrade,
-    timeLeftSeconds: c.deadlineAt ? Math.max(0, Math.ceil((Date.parse(c.deadlineAt) - Date.now()) / 1000)) : null,
+    timeLeftSeconds: c.deadlineAt ? Math.min(MAX_TIME_LEFT_SECONDS, Math.max(0, Math.ceil((Date.parse(c.deadlineAt) - Date.now()) / 1000))) : null,
   };
 }
 

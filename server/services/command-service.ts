@@ -16,6 +16,8 @@ export class CommandService {
     private readonly servers: ServersRepo,
     private readonly packages: PackagesRepo,
     private readonly log: Logger,
+    /** Every command has a deadline, as an operation's targets do: the agent stops retrying there, the engine times it out. */
+    private readonly deadlines: { bidirectionalMs: number; mailboxMs: number },
   ) {}
 
   async enqueue(input: { serverId: number; type: CommandType; packageId: number; allowDowngrade?: boolean; id?: string }): Promise<Command> {
@@ -23,9 +25,11 @@ export class CommandService {
     if (!server) throw new NotFoundError(`There is no slave server with id ${input.serverId}`);
     const pkg = await this.packages.findById(input.packageId);
     if (!pkg || pkg.state !== 'valid') throw new ValidationError(`There is no valid update with id ${input.packageId}`);
+    const now = Date.now();
     const command = newCommand({
       id: input.id ?? randomUUID(), operationId: null, server, pkg, type: input.type, allowDowngrade: input.allowDowngrade ?? false,
-      state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '', deadlineAt: null, at: new Date().toISOString(),
+      state: 'queued', message: server.mode === 'mailbox' ? 'waiting for the slave to call in' : '',
+      deadlineAt: new Date(now + (server.mode === 'mailbox' ? this.deadlines.mailboxMs : this.deadlines.bidirectionalMs)).toISOString(), at: new Date(now).toISOString(),
     });
     await this.commands.insert(command);
     this.log.info('command queued', { commandId: command.id, server: server.name, type: command.type, package: pkg.name, version: pkg.version });

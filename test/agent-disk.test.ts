@@ -137,6 +137,32 @@ describe('an agent whose disk is full', () => {
     assert.deepEqual(done.map((x) => [x.state, x.message]), [['succeeded', 'staged watchdoc 6.4.0'], ['succeeded', 'staged watchdoc 6.4.0']]);
   });
 
+  it('says so when the disk of its staging folder turned read-only, and works again once it is writable', async (t) => {
+    const data = await smallDisk(t, 'disk-readonly');
+    if (!data) return;
+    const agent = await d.startAgent('disk-readonly', 'mailbox', data);
+    const pkg = await d.upload(await makeRelease(d.work, d.pki.good.rsa, '6.4.5'), 'readonly 6.4.5');
+    // The agent holds files open for writing in its data folder, which a read-only remount refuses:
+    // the staging folder alone is made read-only, through a bind mount onto itself.
+    const dir = path.join(data, 'staging');
+    const bound = await run('mount', ['--bind', dir, dir]);
+    const readOnly = bound.code === 0 ? await run('mount', ['-o', 'remount,bind,ro', dir]) : bound;
+    if (readOnly.code !== 0) {
+      if (bound.code === 0) await run('umount', [dir]);
+      t.skip(`cannot make a folder read-only with a bind mount (${readOnly.stderr.trim()})`);
+      return;
+    }
+    try {
+      const [target] = await d.ended(await d.operate('propagate', pkg.id, [agent.serverId]), 30_000);
+      assert.deepEqual([target?.state, target?.message], ['failed', 'cannot write on disk-readonly: the disk of its data folder is read-only (EROFS)']);
+    } finally {
+      await run('umount', [dir]);
+    }
+    assert.deepEqual(await staging(data), []);
+    const [again] = await d.ended(await d.operate('propagate', pkg.id, [agent.serverId]), 30_000);
+    assert.deepEqual([again?.state, again?.message], ['succeeded', 'staged watchdoc 6.4.5']);
+  });
+
   it('fails an install that fills the disk with the sizes, and leaves no half-extracted release', async (t) => {
     const data = await smallDisk(t, 'disk-extract');
     if (!data) return;

@@ -1,0 +1,57 @@
+import net from 'node:net';
+
+export interface ResettingProxy {
+  url: string;
+  /** Connections relayed so far. */
+  connections: () => number;
+  /** Resets every connection open right now (RST to the agent, the master's side closed): a network blip. */
+  resetAll(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * The agents' way to the master: a TCP relay on loopback that the fault injector can cut. When the
+ * master is down, a new connection is closed at once, as a dead master behind a router would be.
+ */
+export async function startResettingProxy(targetPort: number): Promise<ResettingProxy> {
+  const pairs = new Set<[net.Socket, net.Socket]>();
+  let count = 0;
+  const server = net.createServer((client) => {
+    count++;
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of pair) {
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    connections: () => count,
+    resetAll: () => {
+      const open = [...pairs];
+      for (const pair of open) {
+        pairs.delete(pair);
+        pair[0].resetAndDestroy();
+        pair[1].destroy();
+      }
+      return open.length;
+    },
+    close: () => {
+      for (const [client, upstream] of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}

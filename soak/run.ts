@@ -1,0 +1,103 @@
+// npm run soak [-- --minutes N] [--seed N] [--sample-seconds S] [--deadline S] [--keep]
+// A master and ten agents (5 bidirectional, 5 mailbox) as real processes on loopback, operations
+// in a loop, faults at random; then, once everything had time to settle, the checks. Exit 1 on any
+// FAIL. Not part of `npm test`: it runs for half an hour by default.
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createTestPki } from '../test/helpers/test-pki.js';
+import { masterFlat, noUnexpectedExit, operationsTerminal, stagingEmpty, versionsMatch, type Check } from './checks.js';
+import { FaultInjector } from './faults.js';
+import { restart, startFleet, stopFleet, type Fleet } from './fleet.js';
+import { OperationsLoop } from './operations.js';
+import { parseSoakOptions, USAGE, type SoakOptions } from './options.js';
+import { Random } from './random.js';
+import { checkLines, outcomeSummary } from './report.js';
+import { Sampler, sampleTable } from './sampler.js';
+import { settle } from './settle.js';
+
+let options: SoakOptions;
+try {
+  options = parseSoakOptions(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+const began = Date.now();
+const say = (line: string) => {
+  const s = Math.round((Date.now() - began) / 1000);
+  process.stdout.write(`[${String(Math.floor(s / 60)).padStart(3)}:${String(s % 60).padStart(2, '0')}] ${line}\n`);
+};
+
+const work = await mkdtemp(path.join(os.tmpdir(), 'propagator-soak-'));
+let fleet: Fleet | null = null;
+let finishing = false;
+process.once('SIGINT', () => {
+  finishing = true;
+  process.stdout.write('\ninterrupted: stopping every process\n');
+  void (fleet ? stopFleet(fleet) : Promise.resolve()).finally(() => process.exit(130));
+});
+
+say(`Propagator soak: ${options.minutes} min of faults, seed ${options.seed} (again: --seed ${options.seed}), ${options.agents.bidirectional} bidirectional + ${options.agents.mailbox} mailbox agents, deadline ${options.deadlineSeconds} s, work folder ${work}`);
+const pki = await createTestPki(path.join(work, 'pki'));
+fleet = await startFleet(work, options, pki.root);
+const { api } = fleet;
+say(`master at ${api.url} (deadlines ${fleet.deadlines.bidirectionalS} s / ${fleet.deadlines.mailboxS} s), agents through ${fleet.proxy.url}`);
+for (const proc of [fleet.master, ...fleet.agents.map((a) => a.process)]) {
+  proc.onUnexpectedExit = () => {
+    say(`UNEXPECTED: ${proc.spec.name} exited by itself; starting it again`);
+    if (!finishing) setTimeout(() => void restart(proc).catch((err: unknown) => say(`could not restart ${proc.spec.name}: ${(err as Error).message}`)), 1000);
+  };
+}
+
+const sampler = new Sampler(fleet.master, options.sampleSeconds * 1000);
+sampler.start();
+const faultsEnd = Date.now() + options.minutes * 60_000;
+const injector = new FaultInjector(fleet, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 10 }, say);
+const packages = path.join(work, 'packages');
+await mkdir(packages);
+const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000, say);
+let loopError: Error | null = null;
+const looping = loop.run(() => Date.now() < faultsEnd).catch((err: unknown) => {
+  loopError = err as Error;
+  say(`the operations loop stopped: ${loopError.message}`);
+});
+
+await injector.run();
+say(`faults stop (${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')})`);
+await injector.heal();
+say('every process runs again; the operations loop finishes its round');
+await looping;
+sampler.phase = 'settling';
+say('settling');
+await settle(fleet, loop, say);
+
+const checks: Check[] = [
+  await operationsTerminal(api),
+  await versionsMatch(api, fleet.agents),
+  masterFlat(sampler.samples),
+  await stagingEmpty(fleet.agents),
+  noUnexpectedExit([fleet.master, ...fleet.agents.map((a) => a.process)]),
+  { name: 'the operations loop ran to the end', pass: loopError === null, details: [loopError ? (loopError as Error).message : `${loop.round} rounds`, ...loop.problems] },
+];
+sampler.stop();
+finishing = true;
+
+const out = [
+  '',
+  `Faults: ${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')}; master started ${fleet.master.starts} times; ${fleet.proxy.connections()} agent connections through the proxy.`,
+  ...outcomeSummary(loop.finished),
+  '',
+  `Master samples every ${options.sampleSeconds} s (flatness judged within each master run, after a 30 s warm-up):`,
+  sampleTable(sampler.samples),
+  '',
+  ...checkLines(checks),
+];
+process.stdout.write(`${out.join('\n')}\n`);
+await stopFleet(fleet);
+const failed = checks.filter((c) => !c.pass).length;
+if (failed === 0 && !options.keep) await rm(work, { recursive: true, force: true });
+else process.stdout.write(`logs and data folders kept in ${work}\n`);
+process.stdout.write(`${failed === 0 ? 'SOAK PASSED' : `SOAK FAILED (${failed} of ${checks.length} checks)`}\n`);
+process.exitCode = failed === 0 ? 0 : 1;

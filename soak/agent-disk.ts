@@ -8,16 +8,27 @@ export async function installedVersion(dataDir: string): Promise<string> {
   return target ? path.basename(target) : INITIAL_VERSION;
 }
 
-/** Every file under DATA/staging ("name (N bytes)"). */
-export async function stagingFiles(dataDir: string): Promise<string[]> {
+/**
+ * What is left in DATA/staging, in words: the staged packages by version (from their .json
+ * records), and any other file (a partial download) by name and size.
+ */
+export async function stagingSummary(dataDir: string): Promise<string | null> {
   const dir = path.join(dataDir, 'staging');
-  const names = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
-  const files: string[] = [];
-  for (const name of names) {
-    const info = await stat(path.join(dir, name)).catch(() => null);
-    if (info && !info.isDirectory()) files.push(`${name} (${info.size} bytes)`);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (names.length === 0) return null;
+  const staged: string[] = [];
+  const others: string[] = [];
+  for (const name of names.sort()) {
+    const sha = /^([0-9a-f]{64})\.(pkg|json)$/.exec(name);
+    if (sha?.[2] === 'json') {
+      const version = /"version":\s*"([^"]+)"/.exec(await readFile(path.join(dir, name), 'utf8').catch(() => ''))?.[1] ?? '?';
+      staged.push(`${version}${names.includes(`${sha[1]}.pkg`) ? '' : ' (record without its .pkg)'}`);
+    } else if (!(sha?.[2] === 'pkg' && names.includes(`${sha[1]}.json`))) {
+      const size = (await stat(path.join(dir, name)).catch(() => null))?.size ?? 0;
+      others.push(`${name.replace(/^([0-9a-f]{12})[0-9a-f]{52}/, '$1…')} (${size} bytes)`);
+    }
   }
-  return files.sort();
+  return [staged.length ? `${staged.length} staged package(s) ${staged.join(', ')}` : '', others.length ? `other files: ${others.join(', ')}` : ''].filter(Boolean).join('; ');
 }
 
 /** Command records the agent has not finished or not reported yet (DATA/commands/<id>.json). */

@@ -1,5 +1,5 @@
 import type { AdminApi, OperationRow, TargetRow } from './api.js';
-import { installedVersion, stagingFiles } from './agent-disk.js';
+import { installedVersion, stagingSummary } from './agent-disk.js';
 import { INITIAL_VERSION, type SoakAgent } from './fleet.js';
 import { judgeRun } from './flatness.js';
 import { tally } from './operations.js';
@@ -75,8 +75,8 @@ export function masterFlat(samples: Sample[]): Check {
 export async function stagingEmpty(agents: SoakAgent[]): Promise<Check> {
   const details: string[] = [];
   for (const agent of agents) {
-    const files = await stagingFiles(agent.dataDir);
-    if (files.length > 0) details.push(`${agent.name}: ${files.join(', ')}`);
+    const left = await stagingSummary(agent.dataDir);
+    if (left) details.push(`${agent.name}: ${left}`);
   }
   return { name: 'no file left in any staging folder', pass: details.length === 0, details: details.length ? details : ['every staging folder is empty'] };
 }

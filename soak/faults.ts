@@ -13,7 +13,7 @@ export interface FaultPlan {
 }
 
 /**
- * Injects faults at random, one every 4–16 s: an agent killed with SIGKILL and started again after
+ * Injects faults at random, one every 3–10 s: an agent killed with SIGKILL and started again after
  * 0.5–8 s (several may be down at once), every connection through the agents' proxy reset, the
  * master killed with SIGKILL and started again on the same data folder and port after 1–15 s (or
  * 60–90 s), the master stopped with SIGSTOP for 3–15 s.
@@ -26,7 +26,7 @@ export class FaultInjector {
 
   async run(): Promise<void> {
     for (;;) {
-      const wait = this.random.between(4_000, 16_000);
+      const wait = this.random.between(3_000, 10_000);
       if (Date.now() + wait >= this.plan.endAt) return;
       await sleep(wait);
       const masterToo = Date.now() < this.plan.masterFaultsUntil;
@@ -55,7 +55,7 @@ export class FaultInjector {
       return;
     }
     if (kind === 'master-kill') {
-      const long = this.plan.longOutages && random.chance(0.15);
+      const long = this.plan.longOutages && random.chance(0.1);
       const downMs = long ? random.between(60_000, 90_000) : random.between(1_000, 15_000);
       await fleet.master.kill('SIGKILL');
       this.say(`fault: SIGKILL master, back in ${(downMs / 1000).toFixed(1)} s`);

@@ -9,6 +9,8 @@ import { startResettingProxy, type ResettingProxy } from './proxy.js';
 import { sleep } from './random.js';
 
 export const INITIAL_VERSION = '6.0.0';
+/** Each agent's link to the master: 32 Mbit/s, so a big package takes 8 s to arrive. */
+export const LINK_BYTES_PER_SECOND = 4 * 1024 * 1024;
 
 export interface SoakAgent {
   name: string;
@@ -60,7 +62,7 @@ export async function startFleet(work: string, options: SoakOptions, trust: stri
     env, logFile: path.join(logs, 'master.log'), ready: /Propagator master: (\S+)/,
   });
   const url = (await master.start())[1] ?? '';
-  const proxy = await startResettingProxy(port);
+  const proxy = await startResettingProxy(port, LINK_BYTES_PER_SECOND);
   const modes = [
     ...Array.from({ length: options.agents.bidirectional }, (_, i) => ({ name: `bidi-${i + 1}`, mode: 'bidirectional' as const })),
     ...Array.from({ length: options.agents.mailbox }, (_, i) => ({ name: `mail-${i + 1}`, mode: 'mailbox' as const })),

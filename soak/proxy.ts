@@ -10,10 +10,38 @@ export interface ResettingProxy {
 }
 
 /**
- * The agents' way to the master: a TCP relay on loopback that the fault injector can cut. When the
- * master is down, a new connection is closed at once, as a dead master behind a router would be.
+ * Relays the master's answers at most `bytesPerSecond` per connection: on loopback a big download
+ * would take a fraction of a second, and faults would seldom find one in flight.
  */
-export async function startResettingProxy(targetPort: number): Promise<ResettingProxy> {
+function relayThrottled(from: net.Socket, to: net.Socket, bytesPerSecond: number): void {
+  const started = Date.now();
+  let relayed = 0;
+  const held = { drain: false, rate: false };
+  const release = (why: keyof typeof held) => {
+    held[why] = false;
+    if (!held.drain && !held.rate) from.resume();
+  };
+  from.on('data', (chunk: Buffer) => {
+    relayed += chunk.length;
+    if (!to.write(chunk)) {
+      held.drain = true;
+      to.once('drain', () => release('drain'));
+    }
+    const aheadMs = (relayed / bytesPerSecond) * 1000 - (Date.now() - started);
+    if (aheadMs > 20) {
+      held.rate = true;
+      setTimeout(() => release('rate'), aheadMs).unref();
+    }
+    if (held.drain || held.rate) from.pause();
+  });
+}
+
+/**
+ * The agents' way to the master: a TCP relay on loopback that the fault injector can cut, as slow
+ * as a branch office's link. When the master is down, a new connection is closed at once, as a
+ * dead master behind a router would be.
+ */
+export async function startResettingProxy(targetPort: number, bytesPerSecond: number): Promise<ResettingProxy> {
   const pairs = new Set<[net.Socket, net.Socket]>();
   let count = 0;
   const server = net.createServer((client) => {
@@ -22,7 +50,7 @@ export async function startResettingProxy(targetPort: number): Promise<Resetting
     const pair: [net.Socket, net.Socket] = [client, upstream];
     pairs.add(pair);
     client.pipe(upstream);
-    upstream.pipe(client);
+    relayThrottled(upstream, client, bytesPerSecond);
     const end = () => {
       pairs.delete(pair);
       client.destroy();

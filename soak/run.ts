@@ -54,7 +54,7 @@ for (const proc of [fleet.master, ...fleet.agents.map((a) => a.process)]) {
 const sampler = new Sampler(fleet.master, options.sampleSeconds * 1000);
 sampler.start();
 const faultsEnd = Date.now() + options.minutes * 60_000;
-const injector = new FaultInjector(fleet, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 10 }, say);
+const injector = new FaultInjector(fleet, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 3 }, say);
 const packages = path.join(work, 'packages');
 await mkdir(packages);
 const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000, say);

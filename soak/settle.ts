@@ -1,4 +1,4 @@
-import { installedVersion, openRecords, stagingFiles } from './agent-disk.js';
+import { installedVersion, openRecords, stagingSummary } from './agent-disk.js';
 import type { Fleet } from './fleet.js';
 import type { OperationsLoop } from './operations.js';
 import { sleep } from './random.js';
@@ -20,7 +20,7 @@ async function waitUntil(what: string, limitMs: number, done: () => Promise<bool
 async function converged(fleet: Fleet): Promise<boolean> {
   const servers = await fleet.api.servers();
   for (const agent of fleet.agents) {
-    if ((await openRecords(agent.dataDir)).length > 0 || (await stagingFiles(agent.dataDir)).length > 0) return false;
+    if ((await openRecords(agent.dataDir)).length > 0 || (await stagingSummary(agent.dataDir)) !== null) return false;
     if (servers.find((s) => s.id === agent.serverId)?.version !== (await installedVersion(agent.dataDir))) return false;
   }
   return true;

@@ -25,6 +25,7 @@ export interface Fleet {
   agents: SoakAgent[];
   proxy: ResettingProxy;
   api: AdminApi;
+  masterDataDir: string;
   deadlines: { bidirectionalS: number; mailboxS: number };
 }
 
@@ -54,10 +55,11 @@ export async function startFleet(work: string, options: SoakOptions, trust: stri
   const logs = path.join(work, 'logs');
   await mkdir(logs, { recursive: true });
   const port = await freePort();
+  const masterDataDir = path.join(work, 'master');
   const deadlines = { bidirectionalS: options.deadlineSeconds, mailboxS: Math.round(options.deadlineSeconds * 1.5) };
   const master = new ManagedProcess({
     name: 'master',
-    args: ['master', '--host', '127.0.0.1', '--port', String(port), '--data', path.join(work, 'master'), '--trust', trust, '--name', 'soak-master',
+    args: ['master', '--host', '127.0.0.1', '--port', String(port), '--data', masterDataDir, '--trust', trust, '--name', 'soak-master',
       '--auto-accept', '--product-version', '999.0.0', '--deadline-bidirectional', String(deadlines.bidirectionalS), '--deadline-mailbox', String(deadlines.mailboxS)],
     env, logFile: path.join(logs, 'master.log'), ready: /Propagator master: (\S+)/,
   });
@@ -80,7 +82,7 @@ export async function startFleet(work: string, options: SoakOptions, trust: stri
     const serverId = Number((await proc.start())[1]);
     return { name, mode, dataDir, process: proc, serverId };
   }));
-  return { master, agents, proxy, api: new AdminApi(url, password), deadlines };
+  return { master, agents, proxy, api: new AdminApi(url, password), masterDataDir, deadlines };
 }
 
 export async function stopFleet(fleet: Fleet): Promise<void> {

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createTestPki } from '../test/helpers/test-pki.js';
 import { masterFlat, noUnexpectedExit, operationsTerminal, stagingEmpty, versionsMatch, type Check } from './checks.js';
+import { outcomesAgree } from './agreement.js';
 import { FaultInjector } from './faults.js';
 import { restart, startFleet, stopFleet, type Fleet } from './fleet.js';
 import { OperationsLoop } from './operations.js';
@@ -33,11 +34,13 @@ const say = (line: string) => {
 const work = await mkdtemp(path.join(os.tmpdir(), 'propagator-soak-'));
 let fleet: Fleet | null = null;
 let finishing = false;
-process.once('SIGINT', () => {
-  finishing = true;
-  process.stdout.write('\ninterrupted: stopping every process\n');
-  void (fleet ? stopFleet(fleet) : Promise.resolve()).finally(() => process.exit(130));
-});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    finishing = true;
+    process.stdout.write(`\n${signal}: stopping every process\n`);
+    void (fleet ? stopFleet(fleet) : Promise.resolve()).finally(() => process.exit(130));
+  });
+}
 
 say(`Propagator soak: ${options.minutes} min of faults, seed ${options.seed} (again: --seed ${options.seed}), ${options.agents.bidirectional} bidirectional + ${options.agents.mailbox} mailbox agents, deadline ${options.deadlineSeconds} s, work folder ${work}`);
 const pki = await createTestPki(path.join(work, 'pki'));
@@ -83,6 +86,9 @@ const checks: Check[] = [
 ];
 sampler.stop();
 finishing = true;
+// The master's own records, read from its database once it has stopped.
+await stopFleet(fleet);
+checks.push(await outcomesAgree(fleet.masterDataDir, fleet.agents));
 
 const out = [
   '',
@@ -95,7 +101,6 @@ const out = [
   ...checkLines(checks),
 ];
 process.stdout.write(`${out.join('\n')}\n`);
-await stopFleet(fleet);
 const failed = checks.filter((c) => !c.pass).length;
 if (failed === 0 && !options.keep) await rm(work, { recursive: true, force: true });
 else process.stdout.write(`logs and data folders kept in ${work}\n`);

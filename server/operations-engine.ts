@@ -10,7 +10,21 @@ export interface EngineOptions {
   parallelTransfers: number;
   bidirectionalDeadlineMs: number;
   tickMs: number;
+  /**
+   * After the master was away (a start, or a stall such as SIGSTOP), how long targets whose
+   * deadline passed meanwhile wait for the results their agents held before they time out.
+   */
+  awayGraceMs: number;
 }
+
+/**
+ * An agent backs off to at most 5 minutes (±20 %) while it cannot reach the master (agent/config.ts,
+ * backoffMaxMs), so it calls within 6 minutes of the master's return.
+ */
+export const AWAY_GRACE_MS = 6 * 60_000;
+
+/** No tick for this long: the master was stopped, paused or starved, not merely busy. */
+const AWAY_AFTER_MS = 10_000;
 
 /** The operation's outcome once no target is open. */
 export function outcome(states: Command['state'][]): OperationState | null {
@@ -29,6 +43,9 @@ export class OperationsEngine {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private again = false;
+  private lastTick: number | null = null;
+  /** Deadlines at or before `before` are held until `until`: they passed while the master was away. */
+  private held = { before: 0, until: 0 };
 
   constructor(
     private readonly commands: CommandsRepo,
@@ -72,13 +89,28 @@ export class OperationsEngine {
   }
 
   async tick(now = new Date()): Promise<void> {
+    this.noteAway(now.getTime());
     await this.timeOut(now);
     await this.release(now);
     for (const op of await this.operations.running()) await this.settle(op.id, now);
   }
 
+  /**
+   * An agent that finished its target while the master was down keeps the result and sends it when
+   * the master answers again, after its backoff (at most 5 minutes). Timing such a target out at
+   * the first tick would report "no result" for work that was done: a silent success.
+   */
+  private noteAway(now: number): void {
+    const away = this.lastTick === null || now - this.lastTick > Math.max(AWAY_AFTER_MS, 10 * this.options.tickMs);
+    this.lastTick = now;
+    if (!away || this.options.awayGraceMs <= 0) return;
+    this.held = { before: now, until: now + this.options.awayGraceMs };
+    this.log.info('deadlines that passed while the master was away are held', { graceSeconds: Math.round(this.options.awayGraceMs / 1000) });
+  }
+
   private async timeOut(now: Date): Promise<void> {
     for (const c of await this.commands.overdue(now.toISOString())) {
+      if (now.getTime() < this.held.until && Date.parse(c.deadlineAt ?? '') <= this.held.before) continue;
       let message = `no result from the slave before the deadline (${c.deadlineAt})`;
       if (c.state === 'queued' || c.state === 'held') {
         const server = c.serverId === null ? null : await this.servers.findById(c.serverId);

@@ -1,5 +1,6 @@
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { compareVersions, isValidVersion } from '../lib/version.js';
 import { INITIAL_VERSION } from './fleet.js';
 
 /** The version an agent runs, as its disk says: DATA/current → releases/<version>, or the initial one. */
@@ -16,19 +17,20 @@ export async function stagingSummary(dataDir: string): Promise<string | null> {
   const dir = path.join(dataDir, 'staging');
   const names = await readdir(dir).catch(() => [] as string[]);
   if (names.length === 0) return null;
-  const staged: string[] = [];
+  const staged: { version: string; note: string }[] = [];
   const others: string[] = [];
   for (const name of names.sort()) {
     const sha = /^([0-9a-f]{64})\.(pkg|json)$/.exec(name);
     if (sha?.[2] === 'json') {
-      const version = /"version":\s*"([^"]+)"/.exec(await readFile(path.join(dir, name), 'utf8').catch(() => ''))?.[1] ?? '?';
-      staged.push(`${version}${names.includes(`${sha[1]}.pkg`) ? '' : ' (record without its .pkg)'}`);
+      const found = /"version":\s*"([^"]+)"/.exec(await readFile(path.join(dir, name), 'utf8').catch(() => ''))?.[1] ?? '';
+      const version = isValidVersion(found) ? found : '0';
+      staged.push({ version, note: names.includes(`${sha[1]}.pkg`) ? '' : ' (record without its .pkg)' });
     } else if (!(sha?.[2] === 'pkg' && names.includes(`${sha[1]}.json`))) {
       const size = (await stat(path.join(dir, name)).catch(() => null))?.size ?? 0;
       others.push(`${name.replace(/^([0-9a-f]{12})[0-9a-f]{52}/, '$1…')} (${size} bytes)`);
     }
   }
-  return [staged.length ? `${staged.length} staged package(s) ${staged.join(', ')}` : '', others.length ? `other files: ${others.join(', ')}` : ''].filter(Boolean).join('; ');
+  return [staged.length ? `${staged.length} staged package(s) ${staged.sort((a, b) => compareVersions(a.version, b.version)).map((p) => p.version + p.note).join(', ')}` : '', others.length ? `other files: ${others.join(', ')}` : ''].filter(Boolean).join('; ');
 }
 
 /** Command records the agent has not finished or not reported yet (DATA/commands/<id>.json). */

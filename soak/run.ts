@@ -5,6 +5,7 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { AWAY_GRACE_MS } from '../server/operations-engine.js';
 import { createTestPki } from '../test/helpers/test-pki.js';
 import { masterFlat, noUnexpectedExit, operationsTerminal, stagingEmpty, versionsMatch, type Check } from './checks.js';
 import { outcomesAgree } from './agreement.js';
@@ -60,7 +61,7 @@ const faultsEnd = Date.now() + options.minutes * 60_000;
 const injector = new FaultInjector(fleet, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 3 }, say);
 const packages = path.join(work, 'packages');
 await mkdir(packages);
-const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000, say);
+const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);
 let loopError: Error | null = null;
 const looping = loop.run(() => Date.now() < faultsEnd).catch((err: unknown) => {
   loopError = err as Error;

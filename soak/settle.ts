@@ -1,3 +1,4 @@
+import { AWAY_GRACE_MS } from '../server/operations-engine.js';
 import { installedVersion, openRecords, stagingSummary } from './agent-disk.js';
 import type { Fleet } from './fleet.js';
 import type { OperationsLoop } from './operations.js';
@@ -28,13 +29,15 @@ async function converged(fleet: Fleet): Promise<boolean> {
 
 /**
  * After the faults: gives every target time to end (at worst at its deadline: a bidirectional one
- * may wait for a transfer slot first, hence twice the deadline), deletes every update (agents
+ * may wait for a transfer slot first, hence twice the deadline; plus the grace a restarted master
+ * gives deadlines that passed while it was down), deletes every update (agents
  * should then drop what they staged), and waits for the agents to be idle and the master to list
  * what they run. Each wait is bounded; the checks that follow say what did not settle.
  */
 export async function settle(fleet: Fleet, loop: OperationsLoop, say: (line: string) => void): Promise<void> {
   const { bidirectionalS, mailboxS } = fleet.deadlines;
-  const endLimitMs = (Math.max(2 * bidirectionalS, mailboxS) + 60) * 1000;
+  // A master restarted late in the faults holds the deadlines that passed while it was down.
+  const endLimitMs = (Math.max(2 * bidirectionalS, mailboxS) + 60) * 1000 + AWAY_GRACE_MS;
   await waitUntil('every operation ended', endLimitMs, async () => (await fleet.api.operations('running')).length === 0, say);
   await waitUntil('every update deleted', 60_000, async () => (await loop.deleteUpdates(() => true)) === 0, say);
   await waitUntil('agents idle, staging empty, the master listing their versions', 90_000, () => converged(fleet), say);

@@ -16,7 +16,8 @@ export interface FaultPlan {
  * Injects faults at random, one every 3–10 s: an agent killed with SIGKILL and started again after
  * 0.5–8 s (several may be down at once), every connection through the agents' proxy reset, the
  * master killed with SIGKILL and started again on the same data folder and port after 1–15 s (or
- * 60–90 s), the master stopped with SIGSTOP for 3–15 s.
+ * 60–90 s), the master stopped with SIGSTOP for 3–15 s. Half the resets, master kills and pauses
+ * strike while a download is in flight, when one comes within 20 s.
  */
 export class FaultInjector {
   readonly counts: Record<FaultKind, number> = { 'agent-kill': 0, reset: 0, 'master-kill': 0, 'master-pause': 0 };
@@ -32,7 +33,19 @@ export class FaultInjector {
       const masterToo = Date.now() < this.plan.masterFaultsUntil;
       const kind = this.random.weighted<FaultKind>({ 'agent-kill': 4, reset: 3, 'master-kill': masterToo ? 2 : 0, 'master-pause': masterToo ? 1 : 0 });
       this.counts[kind]++;
+      // Half the faults on the master's side wait (a while at most) for a download in flight.
+      if (kind !== 'agent-kill' && this.random.chance(0.5)) await this.downloadInFlight(20_000);
       await this.inject(kind);
+    }
+  }
+
+  /** Waits until the proxy carries a download (over 1 MB a second), or for `limitMs` at most. */
+  private async downloadInFlight(limitMs: number): Promise<void> {
+    const giveUp = Date.now() + Math.min(limitMs, this.plan.endAt - Date.now());
+    while (Date.now() < giveUp) {
+      const before = this.fleet.proxy.relayed();
+      await sleep(500);
+      if (this.fleet.proxy.relayed() - before > 512 * 1024) return;
     }
   }
 

@@ -4,6 +4,8 @@ export interface ResettingProxy {
   url: string;
   /** Connections relayed so far. */
   connections: () => number;
+  /** Bytes relayed from the master to the agents so far. */
+  relayed: () => number;
   /** Resets every connection open right now (RST to the agent, the master's side closed): a network blip. */
   resetAll(): number;
   close(): Promise<void>;
@@ -13,7 +15,7 @@ export interface ResettingProxy {
  * Relays the master's answers at most `bytesPerSecond` per connection: on loopback a big download
  * would take a fraction of a second, and faults would seldom find one in flight.
  */
-function relayThrottled(from: net.Socket, to: net.Socket, bytesPerSecond: number): void {
+function relayThrottled(from: net.Socket, to: net.Socket, bytesPerSecond: number, count: (n: number) => void): void {
   const started = Date.now();
   let relayed = 0;
   const held = { drain: false, rate: false };
@@ -23,6 +25,7 @@ function relayThrottled(from: net.Socket, to: net.Socket, bytesPerSecond: number
   };
   from.on('data', (chunk: Buffer) => {
     relayed += chunk.length;
+    count(chunk.length);
     if (!to.write(chunk)) {
       held.drain = true;
       to.once('drain', () => release('drain'));
@@ -44,13 +47,14 @@ function relayThrottled(from: net.Socket, to: net.Socket, bytesPerSecond: number
 export async function startResettingProxy(targetPort: number, bytesPerSecond: number): Promise<ResettingProxy> {
   const pairs = new Set<[net.Socket, net.Socket]>();
   let count = 0;
+  let bytes = 0;
   const server = net.createServer((client) => {
     count++;
     const upstream = net.connect(targetPort, '127.0.0.1');
     const pair: [net.Socket, net.Socket] = [client, upstream];
     pairs.add(pair);
     client.pipe(upstream);
-    relayThrottled(upstream, client, bytesPerSecond);
+    relayThrottled(upstream, client, bytesPerSecond, (n) => (bytes += n));
     const end = () => {
       pairs.delete(pair);
       client.destroy();
@@ -65,6 +69,7 @@ export async function startResettingProxy(targetPort: number, bytesPerSecond: nu
   return {
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     connections: () => count,
+    relayed: () => bytes,
     resetAll: () => {
       const open = [...pairs];
       for (const pair of open) {

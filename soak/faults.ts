@@ -68,7 +68,7 @@ export class FaultInjector {
       return;
     }
     if (kind === 'master-kill') {
-      const long = this.plan.longOutages && random.chance(0.1);
+      const long = this.plan.longOutages && random.chance(0.15);
       const downMs = long ? random.between(60_000, 90_000) : random.between(1_000, 15_000);
       await fleet.master.kill('SIGKILL');
       this.say(`fault: SIGKILL master, back in ${(downMs / 1000).toFixed(1)} s`);

@@ -85,9 +85,16 @@ export async function startFleet(work: string, options: SoakOptions, trust: stri
   return { master, agents, proxy, api: new AdminApi(url, password), masterDataDir, deadlines };
 }
 
-export async function stopFleet(fleet: Fleet): Promise<void> {
-  await Promise.all(fleet.agents.map((a) => a.process.stop()));
-  await fleet.master.stop();
-  await fleet.proxy.close();
-  await Promise.all([fleet.master, ...fleet.agents.map((a) => a.process)].map((p) => p.close()));
+const stopping = new WeakMap<Fleet, Promise<void>>();
+
+/** Stops the agents, then the master (SIGTERM, SIGKILL after a grace), then the proxy; once. */
+export function stopFleet(fleet: Fleet): Promise<void> {
+  const done = stopping.get(fleet) ?? (async () => {
+    await Promise.all(fleet.agents.map((a) => a.process.stop()));
+    await fleet.master.stop();
+    await fleet.proxy.close();
+    await Promise.all([fleet.master, ...fleet.agents.map((a) => a.process)].map((p) => p.close()));
+  })();
+  stopping.set(fleet, done);
+  return done;
 }

@@ -1,4 +1,4 @@
-// npm run soak [-- --minutes N] [--seed N] [--sample-seconds S] [--deadline S] [--keep]
+// npm run soak [-- --minutes N] [--seed N] [--sample-seconds S] [--deadline S] [--bidirectional N] [--mailbox N] [--keep]
 // A master and ten agents (5 bidirectional, 5 mailbox) as real processes on loopback, operations
 // in a loop, faults at random; then, once everything had time to settle, the checks. Exit 1 on any
 // FAIL. Not part of `npm test`: it runs for half an hour by default.
@@ -43,57 +43,73 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-say(`Propagator soak: ${options.minutes} min of faults, seed ${options.seed} (again: --seed ${options.seed}), ${options.agents.bidirectional} bidirectional + ${options.agents.mailbox} mailbox agents, deadline ${options.deadlineSeconds} s, work folder ${work}`);
-const pki = await createTestPki(path.join(work, 'pki'));
-fleet = await startFleet(work, options, pki.root);
-const { api } = fleet;
-say(`master at ${api.url} (deadlines ${fleet.deadlines.bidirectionalS} s / ${fleet.deadlines.mailboxS} s), agents through ${fleet.proxy.url}`);
-for (const proc of [fleet.master, ...fleet.agents.map((a) => a.process)]) {
-  proc.onUnexpectedExit = () => {
-    say(`UNEXPECTED: ${proc.spec.name} exited by itself; starting it again`);
-    if (!finishing) setTimeout(() => void restart(proc).catch((err: unknown) => say(`could not restart ${proc.spec.name}: ${(err as Error).message}`)), 1000);
-  };
+/** Everything up to the checks; the fleet is stopped whatever happens. */
+async function soak(): Promise<{ fleet: Fleet; checks: Check[]; injector: FaultInjector; loop: OperationsLoop; sampler: Sampler }> {
+  say(`Propagator soak: ${options.minutes} min of faults, seed ${options.seed} (again: --seed ${options.seed}), ${options.agents.bidirectional} bidirectional + ${options.agents.mailbox} mailbox agents, deadline ${options.deadlineSeconds} s, work folder ${work}`);
+  const pki = await createTestPki(path.join(work, 'pki'));
+  const running = await startFleet(work, options, pki.root);
+  fleet = running;
+  const { api } = running;
+  say(`master at ${api.url} (deadlines ${running.deadlines.bidirectionalS} s / ${running.deadlines.mailboxS} s), agents through ${running.proxy.url}`);
+  for (const proc of [running.master, ...running.agents.map((a) => a.process)]) {
+    proc.onUnexpectedExit = () => {
+      say(`UNEXPECTED: ${proc.spec.name} exited by itself; starting it again`);
+      if (!finishing) setTimeout(() => void restart(proc).catch((err: unknown) => say(`could not restart ${proc.spec.name}: ${(err as Error).message}`)), 1000);
+    };
+  }
+
+  const sampler = new Sampler(running.master, options.sampleSeconds * 1000);
+  sampler.start();
+  const faultsEnd = Date.now() + options.minutes * 60_000;
+  const injector = new FaultInjector(running, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 3 }, say);
+  const packages = path.join(work, 'packages');
+  await mkdir(packages);
+  const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);
+  let loopError: Error | null = null;
+  const looping = loop.run(() => Date.now() < faultsEnd).catch((err: unknown) => {
+    loopError = err as Error;
+    say(`the operations loop stopped: ${loopError.message}`);
+  });
+
+  await injector.run();
+  say(`faults stop (${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')})`);
+  await injector.heal();
+  say('every process runs again; the operations loop finishes its round');
+  await looping;
+  sampler.phase = 'settling';
+  say('settling');
+  await settle(running, loop, say);
+
+  const checks: Check[] = [
+    await operationsTerminal(api),
+    await versionsMatch(api, running.agents),
+    masterFlat(sampler.samples),
+    await stagingEmpty(running.agents),
+    noUnexpectedExit([running.master, ...running.agents.map((a) => a.process)]),
+    { name: 'the operations loop ran to the end', pass: loopError === null, details: [loopError ? (loopError as Error).message : `${loop.round} rounds`, ...loop.problems] },
+  ];
+  sampler.stop();
+  finishing = true;
+  // The master's own records, read from its database once it has stopped.
+  await stopFleet(running);
+  checks.push(await outcomesAgree(running.masterDataDir, running.agents));
+  return { fleet: running, checks, injector, loop, sampler };
 }
 
-const sampler = new Sampler(fleet.master, options.sampleSeconds * 1000);
-sampler.start();
-const faultsEnd = Date.now() + options.minutes * 60_000;
-const injector = new FaultInjector(fleet, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 3 }, say);
-const packages = path.join(work, 'packages');
-await mkdir(packages);
-const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);
-let loopError: Error | null = null;
-const looping = loop.run(() => Date.now() < faultsEnd).catch((err: unknown) => {
-  loopError = err as Error;
-  say(`the operations loop stopped: ${loopError.message}`);
-});
-
-await injector.run();
-say(`faults stop (${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')})`);
-await injector.heal();
-say('every process runs again; the operations loop finishes its round');
-await looping;
-sampler.phase = 'settling';
-say('settling');
-await settle(fleet, loop, say);
-
-const checks: Check[] = [
-  await operationsTerminal(api),
-  await versionsMatch(api, fleet.agents),
-  masterFlat(sampler.samples),
-  await stagingEmpty(fleet.agents),
-  noUnexpectedExit([fleet.master, ...fleet.agents.map((a) => a.process)]),
-  { name: 'the operations loop ran to the end', pass: loopError === null, details: [loopError ? (loopError as Error).message : `${loop.round} rounds`, ...loop.problems] },
-];
-sampler.stop();
-finishing = true;
-// The master's own records, read from its database once it has stopped.
-await stopFleet(fleet);
-checks.push(await outcomesAgree(fleet.masterDataDir, fleet.agents));
+let result: Awaited<ReturnType<typeof soak>>;
+try {
+  result = await soak();
+} catch (err) {
+  finishing = true;
+  process.stdout.write(`the soak could not run: ${(err as Error).stack ?? String(err)}\nlogs kept in ${work}\n`);
+  if (fleet) await stopFleet(fleet);
+  process.exit(1);
+}
+const { checks, injector, loop, sampler } = result;
 
 const out = [
   '',
-  `Faults: ${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')}; master started ${fleet.master.starts} times; ${fleet.proxy.connections()} agent connections through the proxy.`,
+  `Faults: ${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')}; master started ${result.fleet.master.starts} times; ${result.fleet.proxy.connections()} agent connections through the proxy.`,
   ...outcomeSummary(loop.finished),
   '',
   `Master samples every ${options.sampleSeconds} s (flatness judged within each master run, after a 30 s warm-up):`,

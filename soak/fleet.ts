@@ -36,7 +36,7 @@ export async function restart(proc: ManagedProcess): Promise<void> {
       await proc.start();
       return;
     } catch (err) {
-      if (attempt >= 5) throw err;
+      if (attempt >= 5 || proc.isRetired()) throw err;
       await proc.kill();
       await sleep(1000 * attempt);
     }

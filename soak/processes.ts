@@ -32,6 +32,8 @@ export class ManagedProcess {
   onUnexpectedExit: () => void = () => undefined;
   private expected = false;
   private paused = false;
+  /** Once retired (the soak ends), it is never started again, whatever restart was pending. */
+  private retired = false;
   private tail: string[] = [];
   private readonly log: WriteStream;
 
@@ -47,8 +49,8 @@ export class ManagedProcess {
     return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  isPaused(): boolean {
-    return this.paused;
+  isRetired(): boolean {
+    return this.retired;
   }
 
   lastLines(): string {
@@ -63,6 +65,7 @@ export class ManagedProcess {
 
   /** Starts it and waits for its ready line; resolves with that line's match. */
   start(): Promise<RegExpExecArray> {
+    if (this.retired) return Promise.reject(new Error(`${this.spec.name} is retired: the soak is ending`));
     if (this.running()) throw new Error(`${this.spec.name} is running already`);
     this.starts++;
     this.expected = false;
@@ -121,8 +124,9 @@ export class ManagedProcess {
     this.paused = false;
   }
 
-  /** Asks it to stop (SIGTERM), then kills it if it has not within the grace. */
+  /** Asks it to stop for good (SIGTERM), then kills it if it has not within the grace. */
   async stop(graceMs = 40_000): Promise<void> {
+    this.retired = true;
     if (!this.running()) return;
     const timer = setTimeout(() => this.child?.kill('SIGKILL'), graceMs);
     await this.kill('SIGTERM');

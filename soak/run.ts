@@ -38,7 +38,7 @@ let finishing = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     finishing = true;
-    process.stdout.write(`\n${signal}: stopping every process\n`);
+    process.stdout.write(`\n${signal}: stopping every process (logs and data folders kept in ${work})\n`);
     void (fleet ? stopFleet(fleet) : Promise.resolve()).finally(() => process.exit(130));
   });
 }

@@ -6,8 +6,11 @@ export type FaultKind = 'agent-kill' | 'reset' | 'master-kill' | 'master-pause';
 export interface FaultPlan {
   /** No new fault after this (ms since the epoch). */
   endAt: number;
-  /** No master kill or pause after this, so the master's last lifetime is long enough to judge its RSS. */
-  masterFaultsUntil: number;
+  /**
+   * No master kill after this: the master's last run (the second half of the faults and the
+   * settling) is long enough to tell a leak from noise. Pauses go on: they do not restart it.
+   */
+  masterKillsUntil: number;
   /** Now and then a master outage longer than the agents' eight download tries (about a minute). */
   longOutages: boolean;
 }
@@ -16,7 +19,7 @@ export interface FaultPlan {
  * Injects faults at random, one every 3–10 s: an agent killed with SIGKILL and started again after
  * 0.5–8 s (several may be down at once), every connection through the agents' proxy reset, the
  * master killed with SIGKILL and started again on the same data folder and port after 1–15 s (or
- * 60–90 s), the master stopped with SIGSTOP for 3–15 s. Half the resets, master kills and pauses
+ * 60–90 s; in the first half only), the master stopped with SIGSTOP for 3–15 s. Half the resets, master kills and pauses
  * strike while a download is in flight, when one comes within 20 s.
  */
 export class FaultInjector {
@@ -30,8 +33,8 @@ export class FaultInjector {
       const wait = this.random.between(3_000, 10_000);
       if (Date.now() + wait >= this.plan.endAt) return;
       await sleep(wait);
-      const masterToo = Date.now() < this.plan.masterFaultsUntil;
-      const kind = this.random.weighted<FaultKind>({ 'agent-kill': 4, reset: 3, 'master-kill': masterToo ? 2 : 0, 'master-pause': masterToo ? 1 : 0 });
+      const kills = Date.now() < this.plan.masterKillsUntil;
+      const kind = this.random.weighted<FaultKind>({ 'agent-kill': 4, reset: 3, 'master-kill': kills ? 2 : 0, 'master-pause': 1 });
       this.counts[kind]++;
       // Half the faults on the master's side wait (a while at most) for a download in flight.
       if (kind !== 'agent-kill' && this.random.chance(0.5)) await this.downloadInFlight(20_000);

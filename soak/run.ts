@@ -61,7 +61,7 @@ async function soak(): Promise<{ fleet: Fleet; checks: Check[]; injector: FaultI
   const sampler = new Sampler(running.master, options.sampleSeconds * 1000);
   sampler.start();
   const faultsEnd = Date.now() + options.minutes * 60_000;
-  const injector = new FaultInjector(running, new Random(options.seed), { endAt: faultsEnd, masterFaultsUntil: Date.now() + options.minutes * 45_000, longOutages: options.minutes >= 3 }, say);
+  const injector = new FaultInjector(running, new Random(options.seed), { endAt: faultsEnd, masterKillsUntil: Date.now() + options.minutes * 30_000, longOutages: options.minutes >= 3 }, say);
   const packages = path.join(work, 'packages');
   await mkdir(packages);
   const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);

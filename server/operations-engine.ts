@@ -11,8 +11,8 @@ export interface EngineOptions {
   bidirectionalDeadlineMs: number;
   tickMs: number;
   /**
-   * After the master was away (a start, or a stall such as SIGSTOP), how long targets whose
-   * deadline passed meanwhile wait for the results their agents held before they time out.
+   * After the master was away (down, or stalled as by SIGSTOP), at most how long no target times
+   * out, so that agents can deliver the results they kept meanwhile.
    */
   awayGraceMs: number;
 }
@@ -22,6 +22,14 @@ export interface EngineOptions {
  * backoffMaxMs), so it calls within 6 minutes of the master's return.
  */
 export const AWAY_GRACE_MS = 6 * 60_000;
+
+/**
+ * How long agents may take to call again after the master was away for `awayMs`: their backoff
+ * doubles from 1 s, so the wait they are in is at most about as long as the outage so far (±20 %).
+ */
+export function graceAfterAway(awayMs: number, maxMs: number): number {
+  return Math.min(maxMs, Math.round(awayMs * 1.25) + 15_000);
+}
 
 /** No tick for this long: the master was stopped, paused or starved, not merely busy. */
 const AWAY_AFTER_MS = 10_000;
@@ -44,8 +52,8 @@ export class OperationsEngine {
   private ticking = false;
   private again = false;
   private lastTick: number | null = null;
-  /** Deadlines at or before `before` are held until `until`: they passed while the master was away. */
-  private held = { before: 0, until: 0 };
+  /** No target times out before this (ms): the master was away, agents may still hold results. */
+  private holdUntil = 0;
 
   constructor(
     private readonly commands: CommandsRepo,
@@ -89,7 +97,7 @@ export class OperationsEngine {
   }
 
   async tick(now = new Date()): Promise<void> {
-    this.noteAway(now.getTime());
+    await this.noteAway(now.getTime());
     await this.timeOut(now);
     await this.release(now);
     for (const op of await this.operations.running()) await this.settle(op.id, now);
@@ -97,20 +105,28 @@ export class OperationsEngine {
 
   /**
    * An agent that finished its target while the master was down keeps the result and sends it when
-   * the master answers again, after its backoff (at most 5 minutes). Timing such a target out at
-   * the first tick would report "no result" for work that was done: a silent success.
+   * the master answers again, after its backoff: timing the target out meanwhile would report "no
+   * result" for work that was done (a silent success). So after an absence (a start: since an
+   * agent was last heard; a stall: since the last tick), no target times out for a while.
    */
-  private noteAway(now: number): void {
-    const away = this.lastTick === null || now - this.lastTick > Math.max(AWAY_AFTER_MS, 10 * this.options.tickMs);
+  private async noteAway(now: number): Promise<void> {
+    let awayMs = 0;
+    if (this.lastTick === null) {
+      const heard = (await this.servers.list()).reduce((last, s) => Math.max(last, Date.parse(s.lastSeen ?? '') || 0), 0);
+      awayMs = heard > 0 ? now - heard : 0;
+    } else if (now - this.lastTick > Math.max(AWAY_AFTER_MS, 10 * this.options.tickMs)) {
+      awayMs = now - this.lastTick;
+    }
     this.lastTick = now;
-    if (!away || this.options.awayGraceMs <= 0) return;
-    this.held = { before: now, until: now + this.options.awayGraceMs };
-    this.log.info('deadlines that passed while the master was away are held', { graceSeconds: Math.round(this.options.awayGraceMs / 1000) });
+    if (awayMs <= 0 || this.options.awayGraceMs <= 0) return;
+    const graceMs = graceAfterAway(awayMs, this.options.awayGraceMs);
+    this.holdUntil = Math.max(this.holdUntil, now + graceMs);
+    this.log.info('the master was away: no target times out for a while', { awaySeconds: Math.round(awayMs / 1000), graceSeconds: Math.round(graceMs / 1000) });
   }
 
   private async timeOut(now: Date): Promise<void> {
+    if (now.getTime() < this.holdUntil) return;
     for (const c of await this.commands.overdue(now.toISOString())) {
-      if (now.getTime() < this.held.until && Date.parse(c.deadlineAt ?? '') <= this.held.before) continue;
       let message = `no result from the slave before the deadline (${c.deadlineAt})`;
       if (c.state === 'queued' || c.state === 'held') {
         const server = c.serverId === null ? null : await this.servers.findById(c.serverId);

@@ -3,6 +3,7 @@ import { openAsBlob } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { graceAfterAway } from '../server/operations-engine.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { basic } from './helpers/http-request.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
@@ -40,49 +41,76 @@ async function api<T>(url: string, route: string, init: RequestInit = {}): Promi
   return (await res.json()) as T;
 }
 
-describe('a master restarted after its targets\' deadlines passed', () => {
-  it('takes the results the agents held through the outage instead of timing their targets out', async () => {
-    const port = await freePort();
-    const args = ['--data', path.join(work, 'master'), '--trust', pki.root, '--port', String(port), '--auto-accept', '--product-version', '9.0.0',
-      '--deadline-bidirectional', '6', '--deadline-mailbox', '6'];
-    const first = await startMasterProcess(args, env);
-    processes.push(first);
-    const agents = await Promise.all((['mailbox', 'bidirectional'] as const).map(async (mode) => {
-      const dir = path.join(work, `agent-${mode}`);
-      const listen = mode === 'bidirectional' ? ['--host', '127.0.0.1', '--port', '0'] : [];
-      const agent = await startAgentProcess(['--master', first.url, '--name', `restart-${mode}`, '--mode', mode, '--data', dir, '--trust', pki.root,
-        '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...listen], { PROPAGATOR_ENROLL_TOKEN: TOKEN });
-      processes.push(agent);
-      return { agent, dir };
-    }));
+/**
+ * A master (deadlines of `deadlineS`) and two agents, one of each mode, that take an apply whose
+ * hooks/apply lasts 3 s; the master is killed as soon as both run that hook.
+ */
+async function killedDuringApply(name: string, deadlineS: number) {
+  const port = await freePort();
+  const args = ['--data', path.join(work, name, 'master'), '--trust', pki.root, '--port', String(port), '--auto-accept', '--product-version', '9.0.0',
+    '--deadline-bidirectional', String(deadlineS), '--deadline-mailbox', String(deadlineS)];
+  const first = await startMasterProcess(args, env);
+  processes.push(first);
+  const agents = await Promise.all((['mailbox', 'bidirectional'] as const).map(async (mode) => {
+    const dir = path.join(work, name, mode);
+    const listen = mode === 'bidirectional' ? ['--host', '127.0.0.1', '--port', '0'] : [];
+    const agent = await startAgentProcess(['--master', first.url, '--name', `${name}-${mode}`, '--mode', mode, '--data', dir, '--trust', pki.root,
+      '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1', ...listen], { PROPAGATOR_ENROLL_TOKEN: TOKEN });
+    processes.push(agent);
+    return { agent, dir };
+  }));
+  const form = new FormData();
+  form.set('name', `${name} 6.2.0`);
+  form.set('package', await openAsBlob(await makeRelease(path.join(work, name), pki.good.ecP256, '6.2.0', { apply: 'sleep 3' })), 'slow.pkg');
+  const pkg = await api<{ id: number }>(first.url, '/api/packages', { method: 'POST', body: form });
+  const op = await api<{ id: number }>(first.url, '/api/operations', {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'apply', package: pkg.id, servers: 'all' }),
+  });
+  const startedAt = Date.now();
+  const inHook = async (dir: string) => (await readFile(path.join(dir, 'hook-log.txt'), 'utf8').catch(() => '')).includes('hooks/apply');
+  await waitFor(async () => (await Promise.all(agents.map(({ dir }) => inHook(dir)))).every(Boolean), 15_000, 'both agents to run hooks/apply');
+  await first.stop('SIGKILL');
+  const installed = async (dir: string) => (await readlink(path.join(dir, 'current')).catch(() => '')) === path.join('releases', '6.2.0');
+  await waitFor(async () => (await Promise.all(agents.map(({ dir }) => installed(dir)))).every(Boolean), 20_000, 'both installs to finish');
+  return { args, agents, opId: op.id, startedAt };
+}
 
-    // An install that takes a few seconds: the master dies while both agents run it.
-    const form = new FormData();
-    form.set('name', 'slow 6.2.0');
-    form.set('package', await openAsBlob(await makeRelease(work, pki.good.ecP256, '6.2.0', { apply: 'sleep 3' })), 'slow.pkg');
-    const pkg = await api<{ id: number }>(first.url, '/api/packages', { method: 'POST', body: form });
-    const op = await api<{ id: number }>(first.url, '/api/operations', {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'apply', package: pkg.id, servers: 'all' }),
-    });
-    const started = Date.now();
-    const inHook = async (dir: string) => (await readFile(path.join(dir, 'hook-log.txt'), 'utf8').catch(() => '')).includes('hooks/apply');
-    await waitFor(async () => (await Promise.all(agents.map(({ dir }) => inHook(dir)))).every(Boolean), 15_000, 'both agents to run hooks/apply');
-    await first.stop('SIGKILL');
+async function outcome(args: string[], opId: number): Promise<{ report: Report; master: MasterProcess }> {
+  const master = await startMasterProcess(args, env);
+  processes.push(master);
+  let report: Report = { state: 'running', targets: [] };
+  await waitFor(async () => (report = await api<Report>(master.url, `/api/operations/${opId}`)).state !== 'running', 90_000, 'the operation to end');
+  return { report, master };
+}
 
-    // Both finish while the master is down, and the deadlines pass: their results wait on their disks.
-    const installed = async (dir: string) => (await readlink(path.join(dir, 'current')).catch(() => '')) === path.join('releases', '6.2.0');
-    await waitFor(async () => (await Promise.all(agents.map(({ dir }) => installed(dir)))).every(Boolean), 20_000, 'both installs to finish');
-    await new Promise((r) => setTimeout(r, Math.max(0, started + 8_000 - Date.now())));
+const SUCCEEDED = (name: string) => [
+  [`${name}-bidirectional`, 'succeeded', 'installed watchdoc 6.2.0', '6.2.0'],
+  [`${name}-mailbox`, 'succeeded', 'installed watchdoc 6.2.0', '6.2.0'],
+];
 
-    const second = await startMasterProcess(args, env);
-    processes.push(second);
-    let report: Report = { state: 'running', targets: [] };
-    await waitFor(async () => (report = await api<Report>(second.url, `/api/operations/${op.id}`)).state !== 'running', 60_000, 'the operation to end');
-    assert.deepEqual(report.targets.map((t) => [t.server, t.state, t.message, t.versionAfter]), [
-      ['restart-bidirectional', 'succeeded', 'installed watchdoc 6.2.0', '6.2.0'],
-      ['restart-mailbox', 'succeeded', 'installed watchdoc 6.2.0', '6.2.0'],
-    ]);
+describe('a master back from an outage', () => {
+  it('takes the results the agents kept, although the deadlines passed while it was down', async () => {
+    const { args, opId, startedAt } = await killedDuringApply('passed', 6);
+    await new Promise((r) => setTimeout(r, Math.max(0, startedAt + 8_000 - Date.now())));
+    const { report, master } = await outcome(args, opId);
+    assert.deepEqual(report.targets.map((t) => [t.server, t.state, t.message, t.versionAfter]), SUCCEEDED('passed'));
     assert.equal(report.state, 'succeeded');
-    assert.match(second.stdout(), /"msg":"deadlines that passed while the master was away are held","graceSeconds":\d+/);
+    assert.match(master.stdout(), /"msg":"the master was away: no target times out for a while","awaySeconds":\d+,"graceSeconds":\d+/);
+  });
+
+  it('takes them when the deadlines pass just after its return, while the agents still back off', async () => {
+    // 45 s: the master is back before it, and the agents' next call (after a 32 s backoff) after it.
+    const { args, agents, opId, startedAt } = await killedDuringApply('backoff', 45);
+    const backingOff = (logs: string) => /"msg":"cannot reach the master; backing off".*"delayMs":32000/.test(logs);
+    await waitFor(async () => agents.every(({ agent }) => backingOff(agent.logs())), 45_000, 'both agents to back off 32 s');
+    assert.ok(Date.now() < startedAt + 44_000, 'the master comes back before the deadline');
+    const { report } = await outcome(args, opId);
+    assert.deepEqual(report.targets.map((t) => [t.server, t.state, t.message, t.versionAfter]), SUCCEEDED('backoff'));
+  });
+
+  it('waits for agents about as long as it was away, 6 minutes at most', () => {
+    assert.equal(graceAfterAway(8_000, 360_000), 25_000);
+    assert.equal(graceAfterAway(60_000, 360_000), 90_000);
+    assert.equal(graceAfterAway(3_600_000, 360_000), 360_000);
   });
 });

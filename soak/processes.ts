@@ -26,7 +26,7 @@ export class ManagedProcess {
   child: ChildProcess | null = null;
   /** Starts so far (1 after the first start). */
   starts = 0;
-  /** When the current run announced itself ready (ms since the epoch). */
+  /** When the current run announced itself ready (ms since the epoch; 0 until it has). */
   readyAt = 0;
   readonly unexpectedExits: string[] = [];
   onUnexpectedExit: () => void = () => undefined;
@@ -68,6 +68,7 @@ export class ManagedProcess {
     if (this.retired) return Promise.reject(new Error(`${this.spec.name} is retired: the soak is ending`));
     if (this.running()) throw new Error(`${this.spec.name} is running already`);
     this.starts++;
+    this.readyAt = 0;
     this.expected = false;
     this.paused = false;
     this.log.write(`=== ${this.spec.name} start ${this.starts} at ${new Date().toISOString()} ===\n`);

@@ -46,9 +46,10 @@ export class Sampler {
 
   private async take(): Promise<void> {
     const pid = this.master.pid;
-    if (pid === null || !this.master.running()) return;
-    const lifetime = this.master.starts;
     const readyAt = this.master.readyAt;
+    // Not running, or not ready yet (a sample of a half-started master belongs to no run).
+    if (pid === null || !this.master.running() || readyAt === 0) return;
+    const lifetime = this.master.starts;
     const measured = await measure(pid);
     // A sample taken across a restart would belong to no run: dropped.
     if (!measured || this.master.starts !== lifetime || this.master.pid !== pid) return;

@@ -2,6 +2,14 @@ import type { Sample } from './sampler.js';
 
 /** Samples of a master run taken before this age are its warm-up (caches, JIT, first sessions): not judged. */
 export const WARMUP_S = 30;
+
+/**
+ * After the warm-up: 30 s old, and the run has served a big package (Node keeps the memory it
+ * grew to for one; an idle start would make that look like growth).
+ */
+export function judged(s: Sample): boolean {
+  return s.age >= WARMUP_S && s.loaded;
+}
 /** Fewer samples after the warm-up than this, and a run is too short to judge. */
 export const MIN_SAMPLES = 9;
 
@@ -32,7 +40,7 @@ function within(first: number, last: number, absolute: number, share: number): b
  * is within the tolerance of the median of the first third, for RSS and for file descriptors.
  */
 export function judgeRun(lifetime: number, samples: Sample[]): RunVerdict {
-  const settled = samples.filter((s) => s.lifetime === lifetime && s.age >= WARMUP_S);
+  const settled = samples.filter((s) => s.lifetime === lifetime && judged(s));
   if (settled.length < MIN_SAMPLES) {
     return { lifetime, samples: settled.length, judged: false, ok: true, text: `master run ${lifetime}: ${settled.length} samples after the warm-up, too few to judge` };
   }

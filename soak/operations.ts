@@ -21,14 +21,16 @@ export function tally(targets: TargetRow[]): string {
 }
 
 /**
- * What an administrator does all day, in a loop: add the next version (small mostly, now and then
- * a big one or one whose health check fails), propagate it to all servers (not always: apply stages
+ * What an administrator does all day, in a loop: add the next version (small mostly, every fourth
+ * a big one, now and then one whose health check fails), propagate it to all servers (not always: apply stages
  * first), apply it to all, and delete the updates no longer needed. Each operation is followed
  * until it ends, or for at most `waitCapMs` (then it is noted and the loop goes on).
  */
 export class OperationsLoop {
   round = 0;
   readonly finished: FinishedOperation[] = [];
+  /** When the last operation of a big package ended (ms since the epoch; 0: none yet). */
+  lastBigEndedAt = 0;
   readonly problems: string[] = [];
 
   constructor(
@@ -43,7 +45,8 @@ export class OperationsLoop {
   async run(keepGoing: () => boolean): Promise<void> {
     while (keepGoing()) {
       this.round++;
-      const kind: PackageKind = this.round === 1 ? 'small' : this.random.weighted<PackageKind>({ small: 6, big: 2, unhealthy: 1.5 });
+      // Every fourth round is big, so every run of the master serves some (see flatness.ts).
+      const kind: PackageKind = this.round % 4 === 3 ? 'big' : this.random.weighted<PackageKind>({ small: 5, unhealthy: 1 });
       const propagateFirst = this.random.chance(0.7);
       const pkg = await buildPackage(this.work, this.publisher, this.round, kind);
       const row = await this.api.upload(pkg.file);
@@ -52,6 +55,7 @@ export class OperationsLoop {
         const id = await this.api.startOperation(action, row.id);
         const op = await this.follow(id);
         this.finished.push({ id, action, version: pkg.version, kind, state: op.state, targets: op.targets ?? [] });
+        if (kind === 'big') this.lastBigEndedAt = Date.now();
         this.say(`round ${this.round}: ${action} ${pkg.version} (${kind}) #${id} ${op.state}: ${tally(op.targets ?? [])}`);
       }
       await this.deleteUpdates((p) => p !== row.id);

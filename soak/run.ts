@@ -58,13 +58,14 @@ async function soak(): Promise<{ fleet: Fleet; checks: Check[]; injector: FaultI
     };
   }
 
-  const sampler = new Sampler(running.master, options.sampleSeconds * 1000);
+  let loop: OperationsLoop | null = null;
+  const sampler = new Sampler(running.master, options.sampleSeconds * 1000, () => loop?.lastBigEndedAt ?? 0);
   sampler.start();
   const faultsEnd = Date.now() + options.minutes * 60_000;
   const injector = new FaultInjector(running, new Random(options.seed), { endAt: faultsEnd, masterKillsUntil: Date.now() + options.minutes * 30_000, longOutages: options.minutes >= 3 }, say);
   const packages = path.join(work, 'packages');
   await mkdir(packages);
-  const loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);
+  loop = new OperationsLoop(api, packages, pki.good.ecP256, new Random(options.seed ^ 0x5eed), 3 * options.deadlineSeconds * 1000 + AWAY_GRACE_MS, say);
   let loopError: Error | null = null;
   const looping = loop.run(() => Date.now() < faultsEnd).catch((err: unknown) => {
     loopError = err as Error;
@@ -112,7 +113,7 @@ const out = [
   `Faults: ${Object.entries(injector.counts).map(([k, n]) => `${k} ${n}`).join(', ')}; master started ${result.fleet.master.starts} times; ${result.fleet.proxy.connections()} agent connections through the proxy.`,
   ...outcomeSummary(loop.finished),
   '',
-  `Master samples every ${options.sampleSeconds} s (flatness judged within each master run, after a 30 s warm-up):`,
+  `Master samples every ${options.sampleSeconds} s (flatness judged within each master run, on the samples taken once it was 30 s old and had served a big package):`,
   sampleTable(sampler.samples),
   '',
   ...checkLines(checks),

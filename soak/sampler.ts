@@ -1,4 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { judged } from './flatness.js';
 import type { ManagedProcess } from './processes.js';
 
 export interface Sample {
@@ -9,6 +10,8 @@ export interface Sample {
   /** Seconds since that run was ready. */
   age: number;
   phase: 'faults' | 'settling';
+  /** Taken once this run of the master served its first big package (its memory's working size). */
+  loaded: boolean;
   rssMb: number;
   fds: number;
 }
@@ -32,7 +35,7 @@ export class Sampler {
   private timer: NodeJS.Timeout | null = null;
   private readonly started = Date.now();
 
-  constructor(private readonly master: ManagedProcess, private readonly everyMs: number) {}
+  constructor(private readonly master: ManagedProcess, private readonly everyMs: number, private readonly lastBigEndedAt: () => number) {}
 
   start(): void {
     void this.take();
@@ -54,12 +57,13 @@ export class Sampler {
     // A sample taken across a restart would belong to no run: dropped.
     if (!measured || this.master.starts !== lifetime || this.master.pid !== pid) return;
     const now = Date.now();
-    this.samples.push({ t: Math.round((now - this.started) / 1000), lifetime, age: Math.round((now - readyAt) / 1000), phase: this.phase, ...measured });
+    const loaded = this.lastBigEndedAt() > readyAt;
+    this.samples.push({ t: Math.round((now - this.started) / 1000), lifetime, age: Math.round((now - readyAt) / 1000), phase: this.phase, loaded, ...measured });
   }
 }
 
 export function sampleTable(samples: Sample[]): string {
-  const rows = [['t (s)', 'master run', 'age (s)', 'phase', 'RSS (MB)', 'fds'], ...samples.map((s) => [s.t, s.lifetime, s.age, s.phase, s.rssMb.toFixed(1), s.fds].map(String))];
+  const rows = [['t (s)', 'master run', 'age (s)', 'phase', 'judged', 'RSS (MB)', 'fds'], ...samples.map((s) => [s.t, s.lifetime, s.age, s.phase, judged(s) ? 'yes' : 'no', s.rssMb.toFixed(1), s.fds].map(String))];
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => r.map((cell, i) => cell.padStart(widths[i] ?? 0)).join('  ')).join('\n');
 }

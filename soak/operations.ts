@@ -46,7 +46,7 @@ export class OperationsLoop {
     while (keepGoing()) {
       this.round++;
       // Every fourth round is big, so every run of the master serves some (see flatness.ts).
-      const kind: PackageKind = this.round % 4 === 3 ? 'big' : this.random.weighted<PackageKind>({ small: 5, unhealthy: 1 });
+      const kind: PackageKind = this.round % 4 === 3 ? 'big' : this.random.weighted<'small' | 'unhealthy'>({ small: 5, unhealthy: 1 });
       const propagateFirst = this.random.chance(0.7);
       const pkg = await buildPackage(this.work, this.publisher, this.round, kind);
       const row = await this.api.upload(pkg.file);

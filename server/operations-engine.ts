@@ -19,17 +19,11 @@ export interface EngineOptions {
 
 /**
  * An agent backs off to at most 5 minutes (±20 %) while it cannot reach the master (agent/config.ts,
- * backoffMaxMs), so it calls within 6 minutes of the master's return.
+ * backoffMaxMs), so it calls within 6 minutes of the master's return. Its backoff is not bounded by
+ * the outage's length: every result that becomes ready meanwhile adds a failed call and doubles it
+ * (the soak saw a 128 s backoff after a 76 s outage).
  */
 export const AWAY_GRACE_MS = 6 * 60_000;
-
-/**
- * How long agents may take to call again after the master was away for `awayMs`: their backoff
- * doubles from 1 s, so the wait they are in is at most about as long as the outage so far (±20 %).
- */
-export function graceAfterAway(awayMs: number, maxMs: number): number {
-  return Math.min(maxMs, Math.round(awayMs * 1.25) + 15_000);
-}
 
 /** No tick for this long: the master was stopped, paused or starved, not merely busy. */
 const AWAY_AFTER_MS = 10_000;
@@ -119,9 +113,8 @@ export class OperationsEngine {
     }
     this.lastTick = now;
     if (awayMs <= 0 || this.options.awayGraceMs <= 0) return;
-    const graceMs = graceAfterAway(awayMs, this.options.awayGraceMs);
-    this.holdUntil = Math.max(this.holdUntil, now + graceMs);
-    this.log.info('the master was away: no target times out for a while', { awaySeconds: Math.round(awayMs / 1000), graceSeconds: Math.round(graceMs / 1000) });
+    this.holdUntil = Math.max(this.holdUntil, now + this.options.awayGraceMs);
+    this.log.info('the master was away: no target times out for a while', { awaySeconds: Math.round(awayMs / 1000), graceSeconds: Math.round(this.options.awayGraceMs / 1000) });
   }
 
   private async timeOut(now: Date): Promise<void> {

@@ -3,7 +3,6 @@ import { openAsBlob } from 'node:fs';
 import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { graceAfterAway } from '../server/operations-engine.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { basic } from './helpers/http-request.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
@@ -106,11 +105,5 @@ describe('a master back from an outage', () => {
     assert.ok(Date.now() < startedAt + 44_000, 'the master comes back before the deadline');
     const { report } = await outcome(args, opId);
     assert.deepEqual(report.targets.map((t) => [t.server, t.state, t.message, t.versionAfter]), SUCCEEDED('backoff'));
-  });
-
-  it('waits for agents about as long as it was away, 6 minutes at most', () => {
-    assert.equal(graceAfterAway(8_000, 360_000), 25_000);
-    assert.equal(graceAfterAway(60_000, 360_000), 90_000);
-    assert.equal(graceAfterAway(3_600_000, 360_000), 360_000);
   });
 });

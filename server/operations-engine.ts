@@ -118,8 +118,11 @@ export class OperationsEngine {
   }
 
   private async timeOut(now: Date): Promise<void> {
-    if (now.getTime() < this.holdUntil) return;
+    const held = now.getTime() < this.holdUntil;
     for (const c of await this.commands.overdue(now.toISOString())) {
+      // Held after an absence, but never past its deadline plus the grace: a master that stalls
+      // again and again still ends every target.
+      if (held && now.getTime() < Date.parse(c.deadlineAt ?? '') + this.options.awayGraceMs) continue;
       let message = `no result from the slave before the deadline (${c.deadlineAt})`;
       if (c.state === 'queued' || c.state === 'held') {
         const server = c.serverId === null ? null : await this.servers.findById(c.serverId);

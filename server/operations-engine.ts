@@ -10,7 +10,23 @@ export interface EngineOptions {
   parallelTransfers: number;
   bidirectionalDeadlineMs: number;
   tickMs: number;
+  /**
+   * After the master was away (down, or stalled as by SIGSTOP), at most how long no target times
+   * out, so that agents can deliver the results they kept meanwhile.
+   */
+  awayGraceMs: number;
 }
+
+/**
+ * An agent backs off to at most 5 minutes (±20 %) while it cannot reach the master (agent/config.ts,
+ * backoffMaxMs), so it calls within 6 minutes of the master's return. Its backoff is not bounded by
+ * the outage's length: every result that becomes ready meanwhile adds a failed call and doubles it
+ * (the soak saw a 128 s backoff after a 76 s outage).
+ */
+export const AWAY_GRACE_MS = 6 * 60_000;
+
+/** No tick for this long: the master was stopped, paused or starved, not merely busy. */
+const AWAY_AFTER_MS = 10_000;
 
 /** The operation's outcome once no target is open. */
 export function outcome(states: Command['state'][]): OperationState | null {
@@ -29,6 +45,9 @@ export class OperationsEngine {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private again = false;
+  private lastTick: number | null = null;
+  /** No target times out before this (ms): the master was away, agents may still hold results. */
+  private holdUntil = 0;
 
   constructor(
     private readonly commands: CommandsRepo,
@@ -72,13 +91,38 @@ export class OperationsEngine {
   }
 
   async tick(now = new Date()): Promise<void> {
+    await this.noteAway(now.getTime());
     await this.timeOut(now);
     await this.release(now);
     for (const op of await this.operations.running()) await this.settle(op.id, now);
   }
 
+  /**
+   * An agent that finished its target while the master was down keeps the result and sends it when
+   * the master answers again, after its backoff: timing the target out meanwhile would report "no
+   * result" for work that was done (a silent success). So after an absence (a start: since an
+   * agent was last heard; a stall: since the last tick), no target times out for a while.
+   */
+  private async noteAway(now: number): Promise<void> {
+    let awayMs = 0;
+    if (this.lastTick === null) {
+      const heard = (await this.servers.list()).reduce((last, s) => Math.max(last, Date.parse(s.lastSeen ?? '') || 0), 0);
+      awayMs = heard > 0 ? now - heard : 0;
+    } else if (now - this.lastTick > Math.max(AWAY_AFTER_MS, 10 * this.options.tickMs)) {
+      awayMs = now - this.lastTick;
+    }
+    this.lastTick = now;
+    if (awayMs <= 0 || this.options.awayGraceMs <= 0) return;
+    this.holdUntil = Math.max(this.holdUntil, now + this.options.awayGraceMs);
+    this.log.info('the master was away: no target times out for a while', { awaySeconds: Math.round(awayMs / 1000), graceSeconds: Math.round(this.options.awayGraceMs / 1000) });
+  }
+
   private async timeOut(now: Date): Promise<void> {
+    const held = now.getTime() < this.holdUntil;
     for (const c of await this.commands.overdue(now.toISOString())) {
+      // Held after an absence, but never past its deadline plus the grace: a master that stalls
+      // again and again still ends every target.
+      if (held && now.getTime() < Date.parse(c.deadlineAt ?? '') + this.options.awayGraceMs) continue;
       let message = `no result from the slave before the deadline (${c.deadlineAt})`;
       if (c.state === 'queued' || c.state === 'held') {
         const server = c.serverId === null ? null : await this.servers.findById(c.serverId);

@@ -2,7 +2,7 @@ import { loadTrustStore } from '../lib/trust-store.js';
 import { CommandsRepo } from './db/commands-repo.js';
 import { Dispatcher } from './dispatcher.js';
 import { OperationsRepo } from './db/operations-repo.js';
-import { OperationsEngine } from './operations-engine.js';
+import { AWAY_GRACE_MS, OperationsEngine } from './operations-engine.js';
 import { OperationService } from './services/operation-service.js';
 import { loadMasterKey, type MasterKey } from './master-key.js';
 import { AdmissionService } from './services/admission-service.js';
@@ -65,7 +65,7 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
     dispatcher.kick();
   };
   const engine = new OperationsEngine(commandsRepo, new OperationsRepo(db), serversRepo, log,
-    { parallelTransfers: config.parallelTransfers, bidirectionalDeadlineMs: config.bidirectionalDeadlineMs, tickMs: 1000 }, () => dispatcher.kick());
+    { parallelTransfers: config.parallelTransfers, bidirectionalDeadlineMs: config.bidirectionalDeadlineMs, tickMs: 1000, awayGraceMs: AWAY_GRACE_MS }, () => dispatcher.kick());
   // Every change of a target (agent result, delivery, failure to deliver) may free a slot or end an operation.
   agents.on('command', () => engine.kick());
   const operations = new OperationService(db, packagesRepo, serversRepo, settings, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs }, log);

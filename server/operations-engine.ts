@@ -128,7 +128,10 @@ export class OperationsEngine {
         const server = c.serverId === null ? null : await this.servers.findById(c.serverId);
         message = server?.mode === 'mailbox'
           ? `the slave did not call in before the deadline (last call: ${server.lastSeen ?? 'never'})`
-          : `the slave could not be reached before the deadline${c.message ? ` (${c.message})` : ''}`;
+          : /^the slave's clock is /.test(c.message)
+            // It answered every time: its clock, not the network, kept the command from it.
+            ? `the slave refused the master's calls until the deadline: ${c.message.replace(/; trying again in \d+ s$/, '')}`
+            : `the slave could not be reached before the deadline${c.message ? ` (${c.message})` : ''}`;
       }
       if (await this.commands.update(c.id, { state: 'timedout', message, finishedAt: now.toISOString() }, OPEN_COMMAND_STATES)) {
         this.log.warn('target timed out', { commandId: c.id, operationId: c.operationId, server: c.serverName });

@@ -338,6 +338,12 @@ describe('a redelivery refused for the clock', () => {
       assert.ok(command.deliveredAt);
       assert.match(command.message, /^the slave's clock is 600 s ahead of the master's: it refuses the master's calls when the clocks differ by more than 300 s; set its clock \(NTP\); trying again in \d+ s$/);
       assert.ok(Math.abs(((await new ServersRepo(m.db).findById(serverId))?.clockOffsetMs ?? 0) - 600_000) < 2000);
+      // Still refused at its deadline (an hour on, past any grace): it times out for its clock, not as unreachable.
+      await dispatcher.stop();
+      await m.services.engine.tick(new Date(Date.now() + 3600_000));
+      const ended = await m.services.commands.get(id);
+      assert.equal(ended.state, 'timedout');
+      assert.equal(ended.message, "the slave refused the master's calls until the deadline: the slave's clock is 600 s ahead of the master's: it refuses the master's calls when the clocks differ by more than 300 s; set its clock (NTP)");
     } finally {
       await dispatcher.stop();
       await fake.close();

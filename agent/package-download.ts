@@ -63,6 +63,7 @@ export async function downloadPackage(
   client: MasterClient, sha256: string, partFile: string, size: number,
   log: (msg: string, fields: Record<string, number | string>) => void, retry: RetryPolicy, observe?: DownloadObserver,
 ): Promise<void> {
+  let lastError = '';
   for (let attempt = 1; ; attempt++) {
     let have = (await stat(partFile).catch(() => null))?.size ?? 0;
     if (have > size) {
@@ -71,7 +72,7 @@ export async function downloadPackage(
     }
     if (have === size) return;
     const left = retry.deadline - Date.now();
-    if (left <= 0) throw new DeadlineError(attempt === 1 ? 'no download before the target\'s deadline (it had passed when the download was to begin)' : `no download before the target's deadline (${tries(attempt - 1)})`);
+    if (left <= 0) throw new DeadlineError(attempt === 1 ? 'no download before the target\'s deadline (it had passed when the download was to begin)' : `no download before the target's deadline (${lastError ? `${lastError}, ` : ''}${tries(attempt - 1)})`);
     // A transfer still under way at the deadline stops there: the master has given up on the target.
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), left);
@@ -117,6 +118,7 @@ export async function downloadPackage(
       if (diskErrorCode(err)) throw err;
       if (stop.signal.aborted) throw new DeadlineError(`no download before the target's deadline (the transfer was still under way, ${tries(attempt)})`);
       const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
+      lastError = translated.message;
       const remaining = retry.deadline - Date.now();
       if (remaining <= 0) throw new DeadlineError(`no download before the target's deadline (${translated.message}, ${tries(attempt)})`);
       const backoff = Math.min(retry.maxDelayMs, 500 * 2 ** Math.min(attempt - 1, 20));

@@ -4,12 +4,11 @@
 // bench scenarios as a child process; prints its URL when it listens.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import express from 'express';
 import { createApp, frontMiddleware } from '../server/app.js';
 import { agentRouter } from '../server/routes/agent-router.js';
 import { loadMasterConfig } from '../server/config.js';
-import { Database } from '../server/db/database.js';
+import { openDatabase } from '../server/db/open-database.js';
 import { createLogger } from '../lib/logger.js';
 import { PackageStore } from '../server/package-store.js';
 import { bootstrapMaster, createServices } from '../server/services.js';
@@ -18,7 +17,7 @@ const config = loadMasterConfig(process.argv.slice(2), process.env);
 const log = createLogger({ level: 'warn' });
 const store = new PackageStore(config.dataDir);
 await store.init();
-const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
+const db = await openDatabase(config.database);
 const services = createServices({ config, db, store, log });
 await bootstrapMaster(services, config);
 const root = express();

@@ -4,19 +4,20 @@ import { parseArgs } from 'node:util';
 import { agentNameSchema } from '../lib/agent-protocol.js';
 import { ConfigurationError } from '../lib/errors.js';
 import { createLogger } from '../lib/logger.js';
-import { Database } from '../server/db/database.js';
+import { parseDatabaseLocation } from '../server/db/location.js';
+import { openDatabase } from '../server/db/open-database.js';
 import { SettingsRepo } from '../server/db/settings-repo.js';
 import { AdmissionService } from '../server/services/admission-service.js';
 import { SettingsService } from '../server/services/settings-service.js';
 import { UsageError, type CliIo } from './io.js';
 
-export const TOKEN_HELP = `propagator token create --name NAME [--data DIR] [--valid-for HOURS]
+export const TOKEN_HELP = `propagator token create --name NAME [--data DIR] [--database FILE|postgres://URL] [--valid-for HOURS]
     Makes a one-time enrollment token for the server NAME (default validity 168 hours), on the
     master's host, in the master's data folder (default: $PROPAGATOR_DATA_DIR, else ./data). The
     agent started with it is accepted at once as NAME; the token then stops working. Printed once.`;
 
 export async function tokenCreate(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { name: { type: 'string' }, data: { type: 'string' }, 'valid-for': { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { name: { type: 'string' }, data: { type: 'string' }, database: { type: 'string' }, 'valid-for': { type: 'string' } } });
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}`);
   if (!values.name) throw new UsageError('missing --name (the server the token enrolls)');
   const name = agentNameSchema.safeParse(values.name);
@@ -24,12 +25,14 @@ export async function tokenCreate(args: string[], io: CliIo): Promise<number> {
   const hours = Number(values['valid-for'] ?? 168);
   if (!Number.isFinite(hours) || hours <= 0 || hours > 8760) throw new UsageError('--valid-for is a number of hours, more than 0 and at most 8760');
   const dataDir = path.resolve(values.data ?? io.env.PROPAGATOR_DATA_DIR ?? 'data');
-  const file = path.join(dataDir, 'propagator.sqlite');
+  const location = parseDatabaseLocation(values.database ?? (io.env.PROPAGATOR_DATABASE_URL || undefined), dataDir);
   // Never create a database here: a mistyped folder would make a token for no master.
-  await access(file).catch(() => {
-    throw new ConfigurationError(`no master database in ${dataDir} (give the master's data folder with --data)`);
-  });
-  const db = await Database.open(file);
+  if (location.engine === 'sqlite') {
+    await access(location.file).catch(() => {
+      throw new ConfigurationError(`no master database in ${path.dirname(location.file)} (give the master's data folder with --data, or its --database)`);
+    });
+  }
+  const db = await openDatabase(location);
   try {
     const log = createLogger({ level: 'warn', write: () => undefined });
     const admission = new AdmissionService(db, new SettingsService(new SettingsRepo(db), log), { autoAccept: false, maxPending: 0 }, log);

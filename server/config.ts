@@ -4,12 +4,16 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ValidationError } from '../lib/errors.js';
 import { isValidVersion } from '../lib/version.js';
+import type { DatabaseLocation } from './db/database.js';
+import { parseDatabaseLocation } from './db/location.js';
 
 /** The master's settings, read once at start (flags > environment > defaults) and frozen. */
 export interface MasterConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** A SQLite file (default DATA/propagator.sqlite) or a PostgreSQL server shared by several masters. */
+  database: DatabaseLocation;
   trustPath: string;
   /** Name the master shows for itself in "Print servers". */
   name: string;
@@ -72,6 +76,7 @@ const FLAGS = {
   host: { type: 'string', env: 'PROPAGATOR_HOST' },
   port: { type: 'string', env: 'PROPAGATOR_PORT' },
   data: { type: 'string', env: 'PROPAGATOR_DATA_DIR' },
+  database: { type: 'string', env: 'PROPAGATOR_DATABASE_URL' },
   trust: { type: 'string', env: 'PROPAGATOR_TRUST' },
   name: { type: 'string', env: 'PROPAGATOR_NAME' },
   product: { type: 'string', env: 'PROPAGATOR_PRODUCT' },
@@ -91,7 +96,7 @@ const FLAGS = {
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
-export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--trust PATH] [--name NAME]
+export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
                   [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
                   [--mailbox-cap N] [--parallel-transfers N]
@@ -158,6 +163,7 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     mailboxDeadlineMs: deadlineMailbox * 1000,
     pushConcurrency: 8,
     dataDir,
+    database: parseDatabaseLocation(pick('database'), dataDir, cwd),
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     name: pick('name') ?? os.hostname(),
     tlsCert: tlsCert && path.resolve(cwd, tlsCert),

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CommandsRepo } from '../server/db/commands-repo.js';
-import { Database } from '../server/db/database.js';
+import { SqliteDatabase } from '../server/db/sqlite-database.js';
 import type { Command } from '../server/domain.js';
 import type { Check } from './checks.js';
 import type { SoakAgent } from './fleet.js';
@@ -33,7 +33,7 @@ function disagreement(target: Command, record: AgentRecord | null): string | nul
  * failed or timed out while the agent did it is a silent success, the reverse a false one.
  */
 export async function outcomesAgree(masterDataDir: string, agents: SoakAgent[]): Promise<Check> {
-  const db = await Database.open(path.join(masterDataDir, 'propagator.sqlite'));
+  const db = await SqliteDatabase.open(path.join(masterDataDir, 'propagator.sqlite'));
   const details: string[] = [];
   let targets = 0;
   try {

@@ -207,7 +207,8 @@ describe('an agent of 0.1 (a shared secret, no key)', () => {
 
 describe('one-time enrollment tokens', () => {
   it('enroll exactly their name, once, accepted at once', async () => {
-    const made = await propagator(['token', 'create', '--name', 'print-ot', '--data', d.m.dir, '--valid-for', '2']);
+    const database = d.m.config.database.engine === 'postgres' ? ['--database', d.m.config.database.url] : [];
+    const made = await propagator(['token', 'create', '--name', 'print-ot', '--data', d.m.dir, ...database, '--valid-for', '2']);
     assert.equal(made.code, 0, made.stderr);
     const token = made.stdout.trim();
     assert.match(made.stderr, /One-time enrollment token for "print-ot", valid until \S+ \(shown only now\):/);
@@ -239,7 +240,7 @@ describe('one-time enrollment tokens', () => {
     assert.match((expired.body as { error: string }).error, /^This one-time enrollment token expired on \S+; create a new one in the console \(New servers\)$/);
 
     const noDb = await propagator(['token', 'create', '--name', 'x', '--data', path.join(d.work, 'nowhere')]);
-    assert.deepEqual([noDb.code, noDb.stderr.trim()], [2, `propagator: no master database in ${path.join(d.work, 'nowhere')} (give the master's data folder with --data)`]);
+    assert.deepEqual([noDb.code, noDb.stderr.trim()], [2, `propagator: no master database in ${path.join(d.work, 'nowhere')} (give the master's data folder with --data, or its --database)`]);
     const noName = await propagator(['token', 'create', '--data', d.m.dir]);
     assert.equal(noName.code, 2);
     assert.match(noName.stderr, /missing --name/);

@@ -254,10 +254,15 @@ describe('measuring the offset', () => {
     await m.services.settings.init({ product: null, productVersion: null, enrollToken: TOKEN });
     const served = await listenMaster(m);
     try {
-      // Every write of the column, counted by SQLite itself.
-      await m.db.run('CREATE TEMP TABLE clock_writes (n INTEGER NOT NULL)');
+      // Every write of the column, counted by the database itself.
+      await m.db.run('CREATE TABLE clock_writes (n INTEGER NOT NULL)');
       await m.db.run('INSERT INTO clock_writes VALUES (0)');
-      await m.db.run('CREATE TEMP TRIGGER count_clock_writes AFTER UPDATE OF clock_offset_ms ON servers BEGIN UPDATE clock_writes SET n = n + 1; END');
+      if (m.db.engine === 'sqlite') {
+        await m.db.run('CREATE TRIGGER count_clock_writes AFTER UPDATE OF clock_offset_ms ON servers BEGIN UPDATE clock_writes SET n = n + 1; END');
+      } else {
+        await m.db.run('CREATE FUNCTION count_clock_writes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE clock_writes SET n = n + 1; RETURN NEW; END $$');
+        await m.db.run('CREATE TRIGGER count_clock_writes AFTER UPDATE OF clock_offset_ms ON servers FOR EACH ROW EXECUTE FUNCTION count_clock_writes()');
+      }
       const writes = async () => {
         await m.services.agents.flush();
         return (await m.db.get<{ n: number }>('SELECT n FROM clock_writes'))?.n;

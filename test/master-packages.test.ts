@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
-import { Database } from '../server/db/database.js';
+import { openDatabase } from '../server/db/open-database.js';
 import { makePackage } from './helpers/openssl-package.js';
 import { BASIC, createTestMaster, openMaster, type TestMaster } from './helpers/master.js';
 import { must, tempDir } from './helpers/run.js';
@@ -177,7 +177,7 @@ describe('restart and recovery', () => {
       await writeFile(path.join(first.store.tmpDir, 'upload-dead.part'), 'half an upload');
       await writeFile(path.join(first.store.packagesDir, `${'a'.repeat(64)}.pkg`), 'moved, never recorded');
       await rm(path.join(first.store.packagesDir, `${vanishing.body.sha256}.pkg`));
-      const raw = await Database.open(path.join(data, 'propagator.sqlite'));
+      const raw = await openDatabase(first.config.database);
       await raw.run(`INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_json, signer_subject, chain_json, signer_not_after, state, uploaded_by, uploaded_at)
         VALUES ('Half stored', 'watchdoc', '9', 1, '${'b'.repeat(64)}', 1, '${'c'.repeat(64)}', '{}', 'x', '[]', '2099-01-01', 'storing', 'admin', '2026-01-01')`);
       await writeFile(path.join(first.store.packagesDir, `${'b'.repeat(64)}.pkg`), 'half stored');

@@ -116,7 +116,7 @@ export class CommandsRepo {
   }
 
   async forOperation(operationId: number): Promise<Command[]> {
-    return (await this.db.all<CommandRow>('SELECT * FROM commands WHERE operation_id = ? ORDER BY server_name COLLATE NOCASE, id', [operationId])).map(toCommand);
+    return (await this.db.all<CommandRow>('SELECT * FROM commands WHERE operation_id = ? ORDER BY LOWER(server_name), id', [operationId])).map(toCommand);
   }
 
   /** Commands for bidirectional slaves due for (re)delivery. */

@@ -1,144 +1,51 @@
-import { chmod } from 'node:fs/promises';
-import sqlite3 from 'sqlite3';
-import { Mutex } from '../../lib/mutex.js';
-import { MIGRATIONS } from './migrations.js';
-
 export type SqlValue = string | number | null;
-export type Params = SqlValue[] | Record<string, SqlValue>;
+export type Params = SqlValue[];
 
-/** What repositories use; a transaction hands out the same interface. */
+/**
+ * What repositories use; a transaction hands out the same interface. SQL is written once, in the
+ * subset SQLite and PostgreSQL share (`?` placeholders, `INSERT … RETURNING id`,
+ * `ON CONFLICT … DO UPDATE`, `IS [NOT] DISTINCT FROM`, no COLLATE): each engine's driver runs it.
+ */
 export interface Queryable {
-  run(sql: string, params?: Params): Promise<{ changes: number; lastID: number }>;
+  run(sql: string, params?: Params): Promise<{ changes: number }>;
   get<T>(sql: string, params?: Params): Promise<T | undefined>;
   all<T>(sql: string, params?: Params): Promise<T[]>;
 }
 
-/** sqlite3 errors carry SQLITE_* codes; a UNIQUE violation names the column. */
-export function isUniqueViolation(err: unknown, column?: string): boolean {
-  const e = err as { code?: string; message?: string };
-  return e.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed/.test(e.message ?? '') && (!column || (e.message ?? '').includes(column));
+export type DatabaseEngine = 'sqlite' | 'postgres';
+
+/** Where the master's database is: a SQLite file (the default) or a PostgreSQL server. */
+export type DatabaseLocation = { engine: 'sqlite'; file: string } | { engine: 'postgres'; url: string };
+
+export interface Database extends Queryable {
+  readonly engine: DatabaseEngine;
+  /** For messages and logs: the file, or the URL without its password. */
+  readonly description: string;
+  /**
+   * Runs fn in one transaction; any throw rolls everything back. On PostgreSQL the transaction is
+   * serializable and retried when the server aborts it for a conflict with another master, so fn
+   * must do nothing but database work (it may run more than once).
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  schemaVersion(): Promise<number>;
+  close(): Promise<void>;
 }
 
-function raw(db: sqlite3.Database): Queryable {
-  return {
-    run: (sql, params = []) =>
-      new Promise((resolve, reject) => {
-        db.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
-          if (err) reject(err);
-          else resolve({ changes: this.changes, lastID: this.lastID });
-        });
-      }),
-    get: <T>(sql: string, params: Params = []) =>
-      new Promise<T | undefined>((resolve, reject) => {
-        db.get(sql, params, (err: Error | null, row: T | undefined) => (err ? reject(err) : resolve(row)));
-      }),
-    all: <T>(sql: string, params: Params = []) =>
-      new Promise<T[]>((resolve, reject) => {
-        db.all(sql, params, (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows)));
-      }),
-  };
+/** A UNIQUE constraint of table.column refused a row (either engine's way of saying so). */
+export function isUniqueViolation(err: unknown, table: string, column: string): boolean {
+  const e = err as { code?: string; message?: string; constraint?: string; detail?: string };
+  if (e.code === 'SQLITE_CONSTRAINT') return /UNIQUE constraint failed/.test(e.message ?? '') && (e.message ?? '').includes(`${table}.${column}`);
+  // 23505: unique_violation; constraints are named table_column_unique (see schema.ts).
+  return e.code === '23505' && (e.constraint === `${table}_${column}_unique` || (e.detail ?? '').startsWith(`Key (${column})=`));
 }
 
-/**
- * The database holds password and token hashes: owner-only, also when an older version or a
- * hand-made copy left it readable. SQLite gives -wal and -shm the mode of the database file, and
- * they hold recent pages of it, so they get the same.
- */
-async function makePrivate(file: string): Promise<void> {
-  for (const name of [file, `${file}-wal`, `${file}-shm`]) {
-    await chmod(name, 0o600).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-  }
-}
-
-/**
- * The one SQLite connection of the master. Every statement takes the mutex, so the statements of
- * a transaction are never interleaved with another request's on this shared connection.
- */
-export class Database implements Queryable {
-  private readonly mutex = new Mutex();
-  private readonly q: Queryable;
-
-  private constructor(private readonly db: sqlite3.Database, readonly file: string) {
-    this.q = raw(db);
-  }
-
-  static async open(file: string): Promise<Database> {
-    await makePrivate(file);
-    const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-      const handle = new sqlite3.Database(file, (err) => (err ? reject(err) : resolve(handle)));
-    });
-    const database = new Database(db, file);
-    // synchronous = FULL: each commit is fsynced to the WAL before it returns, so what the master
-    // acknowledged (an operation's 202, a package's 201, an agent's result) survives a power cut.
-    // NORMAL syncs only at checkpoints, and lost the last second of commits. Measured: no cost on
-    // mailbox throughput (status reports are written once a second), see docs/PERFORMANCE.md.
-    await database.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;');
-    await database.migrate();
-    await makePrivate(file);
-    return database;
-  }
-
-  run(sql: string, params?: Params) {
-    return this.mutex.lock(() => this.q.run(sql, params));
-  }
-
-  get<T>(sql: string, params?: Params) {
-    return this.mutex.lock(() => this.q.get<T>(sql, params));
-  }
-
-  all<T>(sql: string, params?: Params) {
-    return this.mutex.lock(() => this.q.all<T>(sql, params));
-  }
-
-  private execRaw(sql: string): Promise<void> {
-    return new Promise((resolve, reject) => this.db.exec(sql, (err) => (err ? reject(err) : resolve())));
-  }
-
-  exec(sql: string): Promise<void> {
-    return this.mutex.lock(() => this.execRaw(sql));
-  }
-
-  /** Runs fn in BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.mutex.lock(async () => {
-      await this.execRaw('BEGIN IMMEDIATE');
-      try {
-        const result = await fn(this.q);
-        await this.execRaw('COMMIT');
-        return result;
-      } catch (err) {
-        await this.execRaw('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
-    });
-  }
-
-  /** Applies the migrations newer than PRAGMA user_version, each in its own transaction. */
-  private async migrate(): Promise<void> {
-    const row = await this.get<{ user_version: number }>('PRAGMA user_version');
-    const current = row?.user_version ?? 0;
-    for (const migration of MIGRATIONS.filter((m) => m.version > current)) {
-      await this.mutex.lock(async () => {
-        await this.execRaw('BEGIN IMMEDIATE');
-        try {
-          await this.execRaw(migration.sql);
-          await this.execRaw(`PRAGMA user_version = ${migration.version}`);
-          await this.execRaw('COMMIT');
-        } catch (err) {
-          await this.execRaw('ROLLBACK').catch(() => undefined);
-          throw new Error(`database migration ${migration.version} (${migration.name}) failed: ${(err as Error).message}`, { cause: err });
-        }
-      });
-    }
-  }
-
-  async schemaVersion(): Promise<number> {
-    return (await this.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
-  }
-
-  close(): Promise<void> {
-    return this.mutex.lock(() => new Promise((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve()))));
+/** "postgres://user:secret@host/db" → "postgres://user@host/db": URLs go in logs and errors. */
+export function withoutPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '';
+    return parsed.toString().replace(/^(postgres(?:ql)?:\/\/[^@/]*):@/, '$1@');
+  } catch {
+    return 'postgres://(unreadable URL)';
   }
 }

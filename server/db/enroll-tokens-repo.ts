@@ -21,8 +21,9 @@ export class EnrollTokensRepo {
   constructor(private readonly db: Queryable) {}
 
   async insert(t: { name: string; tokenHash: string; createdBy: string; createdAt: string; expiresAt: string }): Promise<number> {
-    return (await this.db.run('INSERT INTO enroll_tokens (name, token_hash, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
-      [t.name, t.tokenHash, t.createdBy, t.createdAt, t.expiresAt])).lastID;
+    const row = await this.db.get<{ id: number }>('INSERT INTO enroll_tokens (name, token_hash, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id',
+      [t.name, t.tokenHash, t.createdBy, t.createdAt, t.expiresAt]);
+    return (row as { id: number }).id;
   }
 
   async findByHash(tokenHash: string): Promise<EnrollToken | null> {

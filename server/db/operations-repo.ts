@@ -27,12 +27,12 @@ export class OperationsRepo {
   constructor(private readonly db: Queryable) {}
 
   async insert(op: Omit<Operation, 'id'>): Promise<number> {
-    const result = await this.db.run(
+    const row = await this.db.get<{ id: number }>(
       `INSERT INTO operations (action, package_id, package_name, product, version, allow_downgrade, state, created_by, created_at, finished_at, retry_of)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
       [op.action, op.packageId, op.packageName, op.product, op.version, op.allowDowngrade ? 1 : 0, op.state, op.createdBy, op.createdAt, op.finishedAt, op.retryOf],
     );
-    return result.lastID;
+    return (row as { id: number }).id;
   }
 
   async findById(id: number): Promise<Operation | null> {

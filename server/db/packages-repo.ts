@@ -54,14 +54,14 @@ export class PackagesRepo {
   constructor(private readonly db: Queryable) {}
 
   async insert(p: NewPackage): Promise<number> {
-    const result = await this.db.run(
+    const row = await this.db.get<{ id: number }>(
       `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_sha256, manifest_json,
          signer_subject, chain_json, signer_not_after, expires, min_version, description, state, uploaded_by, uploaded_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
       [p.name, p.product, p.version, p.size, p.sha256, p.payload.size, p.payload.sha256, p.manifestSha256, JSON.stringify(p.manifest),
         p.signer, JSON.stringify(p.chain), p.signerNotAfter, p.expires, p.minVersion, p.description, p.state, p.uploadedBy, p.uploadedAt],
     );
-    return result.lastID;
+    return (row as { id: number }).id;
   }
 
   async setState(id: number, state: PackageState): Promise<void> {

@@ -74,7 +74,7 @@ export class ServersRepo {
   constructor(private readonly db: Queryable) {}
 
   async list(): Promise<SlaveRecord[]> {
-    return (await this.db.all<ServerRow>('SELECT * FROM servers ORDER BY name COLLATE NOCASE')).map(toSlave);
+    return (await this.db.all<ServerRow>('SELECT * FROM servers ORDER BY LOWER(name), name')).map(toSlave);
   }
 
   async findById(id: number): Promise<SlaveRecord | null> {
@@ -110,8 +110,8 @@ export class ServersRepo {
 
   /** A server under a name not yet in the domain; null when the name is taken (it was, or just became). */
   async insertNew(a: Admission): Promise<number | null> {
-    const result = await this.db.run(`${INSERT_ADMITTED} ON CONFLICT (name) DO NOTHING`, admittedRow(a));
-    return result.changes > 0 ? result.lastID : null;
+    const row = await this.db.get<{ id: number }>(`${INSERT_ADMITTED} ON CONFLICT (name) DO NOTHING RETURNING id`, admittedRow(a));
+    return row?.id ?? null;
   }
 
   /** What the agent reported about itself; the master never assumes a version. Mode and address are not for the agent to change. */
@@ -202,9 +202,10 @@ export class ServerRequestsRepo {
 
   /** Pending requests from one address, and under one name (the bounds of what a token holder may queue). */
   async countPendingBy(requestedFrom: string | null, name: string): Promise<{ fromAddress: number; named: number }> {
-    const row = await this.db.get<{ fromAddress: number; named: number }>(
-      "SELECT COALESCE(SUM(requested_from IS ?), 0) AS fromAddress, COALESCE(SUM(name = ?), 0) AS named FROM server_requests WHERE state = 'pending'", [requestedFrom, name]);
-    return { fromAddress: row?.fromAddress ?? 0, named: row?.named ?? 0 };
+    const row = await this.db.get<{ from_address: number; named: number }>(
+      `SELECT COALESCE(SUM(CASE WHEN requested_from IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END), 0) AS from_address,
+         COALESCE(SUM(CASE WHEN name = ? THEN 1 ELSE 0 END), 0) AS named FROM server_requests WHERE state = 'pending'`, [requestedFrom, name]);
+    return { fromAddress: row?.from_address ?? 0, named: row?.named ?? 0 };
   }
 
   /** Rejects every pending request that came from one address; how many. */

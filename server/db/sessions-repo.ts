@@ -28,7 +28,7 @@ export class SessionsRepo {
 
   /** Ends a user's sessions, all of them or all but one. */
   async deleteForUser(username: string, exceptIdHash: string | null): Promise<number> {
-    return (await this.db.run('DELETE FROM sessions WHERE username = ? AND id_hash IS NOT ?', [username, exceptIdHash])).changes;
+    return (await this.db.run('DELETE FROM sessions WHERE username = ? AND id_hash IS DISTINCT FROM ?', [username, exceptIdHash])).changes;
   }
 
   async deleteExpired(now: string): Promise<number> {

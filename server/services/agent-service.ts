@@ -46,6 +46,11 @@ export class AgentService extends EventEmitter {
   private windowCount = 0;
   /** Who an agent is, by server id, so a poll needs no database read to authenticate. */
   private readonly identities = new Map<number, SlaveRecord>();
+  /**
+   * Moves at every forget(): a server read before a removal (queries run side by side on
+   * PostgreSQL) must not go back into the cache after it, or a removed agent would stay trusted.
+   */
+  private identitiesEpoch = 0;
   /** Status reports not yet written: one transaction a second instead of a write per poll. */
   private readonly pendingStatus = new Map<number, { status: AgentStatus; at: string }>();
   /** The status last written for each server; an unchanged one only moves last_seen. */
@@ -93,6 +98,7 @@ export class AgentService extends EventEmitter {
    * server of the domain, or where its enrollment stands. Any other key is refused.
    */
   async openSession(request: SessionRequest, proof: { method: string; path: string; nonce: string; body: Buffer; signature: string | undefined }): Promise<SessionResponse> {
+    const epoch = this.identitiesEpoch;
     const sessions = await this.sessionKeys();
     if (!sessions.spendChallenge(request.challenge)) throw new ConflictError('The session challenge is stale, used, or was not made by this master; ask for a new one');
     const server = await this.servers.findByName(request.name);
@@ -104,7 +110,7 @@ export class AgentService extends EventEmitter {
       throw new AuthenticationError(`This agent is not a server of the domain: it was removed from the console, or "${request.name}" was accepted with another key; enroll it again with an enrollment token`);
     }
     if (server && known) {
-      this.identities.set(server.id, server);
+      if (epoch === this.identitiesEpoch) this.identities.set(server.id, server);
       const { token, expiresInSeconds } = sessions.issue(server.id, request.keyFingerprint);
       const sealed = sealSessionKey(request.exchangeKey, token, sessions.sessionKey(token));
       if (!sealed) throw new ValidationError('The session exchange key must be an X25519 public key (32 bytes, base64)');
@@ -124,8 +130,9 @@ export class AgentService extends EventEmitter {
   async authenticate(header: string | undefined): Promise<{ server: SlaveRecord; sessionKey: Buffer }> {
     const token = AgentSessions.read(header);
     if (!token) throw new AuthenticationError('Agent session required (Authorization: Bearer <session token>)');
+    const epoch = this.identitiesEpoch;
     const server = this.identities.get(token.serverId) ?? (await this.servers.findById(token.serverId));
-    if (server) this.identities.set(server.id, server);
+    if (server && epoch === this.identitiesEpoch) this.identities.set(server.id, server);
     const sessions = await this.sessionKeys();
     const verdict = server?.keyFingerprint ? sessions.check(token, server.keyFingerprint) : 'invalid';
     if (verdict !== 'ok' || !server) {
@@ -147,6 +154,7 @@ export class AgentService extends EventEmitter {
 
   /** Drops what is known of a server (removed from the console, or enrolled again). */
   forget(serverId: number): void {
+    this.identitiesEpoch++;
     this.identities.delete(serverId);
     this.pendingStatus.delete(serverId);
     this.writtenStatus.delete(serverId);

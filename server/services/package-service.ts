@@ -71,8 +71,8 @@ export class PackageService {
           uploadedAt: new Date().toISOString(),
         });
       } catch (err) {
-        if (isUniqueViolation(err, 'packages.name')) throw nameConflict(name);
-        if (isUniqueViolation(err, 'packages.sha256')) throw new ConflictError('This package is already stored under another name');
+        if (isUniqueViolation(err, 'packages', 'name')) throw nameConflict(name);
+        if (isUniqueViolation(err, 'packages', 'sha256')) throw new ConflictError('This package is already stored under another name');
         throw err;
       }
       try {

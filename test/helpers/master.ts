@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -6,7 +7,9 @@ import type { Express } from 'express';
 import supertest from 'supertest';
 import { createApp } from '../../server/app.js';
 import { loadMasterConfig, type MasterConfig } from '../../server/config.js';
-import { Database } from '../../server/db/database.js';
+import pg from 'pg';
+import type { Database, DatabaseLocation } from '../../server/db/database.js';
+import { openDatabase } from '../../server/db/open-database.js';
 import { memoryLogger } from '../../lib/logger.js';
 import { PackageStore } from '../../server/package-store.js';
 import { ServersRepo } from '../../server/db/servers-repo.js';
@@ -30,16 +33,40 @@ export interface TestMaster {
   stop(): Promise<void>;
 }
 
+/**
+ * With PROPAGATOR_TEST_POSTGRES (a URL of a PostgreSQL server's maintenance database, set by
+ * `npm run test:postgres`), each data folder gets a database of its own on that server instead of
+ * its SQLite file; a master opened again on the same folder finds the same database.
+ */
+const postgresOf = new Map<string, string>();
+
+async function testDatabase(dataDir: string): Promise<DatabaseLocation | null> {
+  const server = process.env.PROPAGATOR_TEST_POSTGRES;
+  if (!server) return null;
+  let url = postgresOf.get(dataDir);
+  if (!url) {
+    const name = `t_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: server });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`).finally(() => admin.end());
+    url = Object.assign(new URL(server), { pathname: `/${name}` }).toString();
+    postgresOf.set(dataDir, url);
+  }
+  return { engine: 'postgres', url };
+}
+
 /** A master built in-process, as main.ts builds it, on a data folder of its own. */
 export async function openMaster(dataDir: string, trustPath: string, overrides: Partial<MasterConfig> = {}): Promise<TestMaster> {
+  const database = await testDatabase(dataDir);
   const config = Object.freeze({
     ...loadMasterConfig(['--data', dataDir, '--host', '127.0.0.1', '--port', '0', '--trust', trustPath, '--name', 'master-test'], { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD }),
+    ...(database ? { database } : {}),
     ...overrides,
   });
   const log = memoryLogger();
   const store = new PackageStore(config.dataDir);
   await store.init();
-  const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
+  const db = await openDatabase(config.database);
   const services = createServices({ config, db, store, log });
   await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });

@@ -1,14 +1,16 @@
 /**
- * Schema versions, applied in order at start (PRAGMA user_version records the last one).
- * Never edit a released migration: add a new one.
+ * The SQLite schema as it grew up to version 7, before PostgreSQL: databases made by Propagator
+ * 0.2 and older climb these steps (PRAGMA user_version records the last one). A new database
+ * starts from the baseline of schema.ts instead, and every version after 7 is written there, once
+ * for both engines. Never edit these: a test checks that they and the baseline give one schema.
  */
-export interface Migration {
+export interface LegacyMigration {
   version: number;
   name: string;
   sql: string;
 }
 
-export const MIGRATIONS: Migration[] = [
+export const SQLITE_LEGACY_MIGRATIONS: LegacyMigration[] = [
   {
     version: 1,
     name: 'packages, servers, sessions, settings',

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PostgresDatabase } from '../server/db/postgres-database.js';
+import { SqliteDatabase } from '../server/db/sqlite-database.js';
+import { NEWEST_VERSION } from '../server/db/migrator.js';
+import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
+import { startMasterProcess, type MasterProcess } from './helpers/master-process.js';
+import { postgresShape, sqliteShape } from './helpers/schema-shape.js';
+import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
+import { tempDir } from './helpers/run.js';
+import { createTestPki, type TestPki } from './helpers/test-pki.js';
+
+const unavailable = await postgresUnavailable();
+let server: PostgresServer;
+let dir: string;
+let cleanup: () => Promise<void>;
+let pki: TestPki;
+
+describe('PostgreSQL', { skip: unavailable ?? false }, () => {
+  before(async () => {
+    server = await startPostgres();
+    ({ dir, cleanup } = await tempDir('propagator-pg-test-'));
+    pki = await createTestPki(path.join(dir, 'pki'));
+  });
+  after(async () => {
+    await server?.stop();
+    await cleanup?.();
+  });
+
+  it('gets the schema SQLite gets, from the same migrations', async () => {
+    const pgDb = await PostgresDatabase.open(await server.createDatabase());
+    const liteDb = await SqliteDatabase.open(path.join(dir, 'same.sqlite'));
+    try {
+      assert.equal(await pgDb.schemaVersion(), NEWEST_VERSION);
+      assert.deepEqual(await postgresShape(pgDb), await sqliteShape(liteDb));
+      await assert.rejects(pgDb.run("INSERT INTO servers (name, mode, secret_hash, enrolled_at) VALUES ('x', 'pigeon', '', '')"), /violates check constraint/);
+    } finally {
+      await pgDb.close();
+      await liteDb.close();
+    }
+  });
+
+  it('is migrated once when masters start together on an empty database', async () => {
+    const url = await server.createDatabase('together');
+    const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_DATABASE_URL: url };
+    const masters: MasterProcess[] = await Promise.all([1, 2, 3].map((n) =>
+      startMasterProcess(['--data', path.join(dir, `together-${n}`), '--trust', pki.root, '--name', `master-${n}`], env)));
+    try {
+      const applied = await server.query<{ version: number; applied_by: string }>(new URL(url).pathname.slice(1), 'SELECT version, applied_by FROM propagator_migrations ORDER BY version');
+      assert.deepEqual(applied.map((a) => a.version), [NEWEST_VERSION], 'each version applied once');
+      assert.ok(masters.some((m) => applied[0]?.applied_by.endsWith(`pid ${m.child.pid}`)), `applied by one of the masters: ${applied[0]?.applied_by}`);
+      for (const m of masters) {
+        const health = await fetch(`${m.url}/health`);
+        assert.equal(health.status, 200, await health.text());
+        const packages = await fetch(`${m.url}/api/packages`, { headers: { authorization: BASIC } });
+        assert.equal(packages.status, 200);
+      }
+      // What every master logs at start names the database without its password.
+      for (const m of masters) assert.doesNotMatch(m.stderr(), /master exited/);
+    } finally {
+      await Promise.all(masters.map((m) => m.stop()));
+    }
+  });
+
+  it('refuses to start on a database it cannot reach, and says which', async () => {
+    const url = `postgres://propagator:s3cret-password@127.0.0.1:${server.port + 1}/nowhere`;
+    await assert.rejects(
+      startMasterProcess(['--data', path.join(dir, 'unreachable'), '--trust', pki.root], { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_DATABASE_URL: url }),
+      (err: Error) => {
+        assert.match(err.message, new RegExp(`master exited with 2: propagator: cannot use the database postgres://propagator@127\\.0\\.0\\.1:${server.port + 1}/nowhere: connect ECONNREFUSED`));
+        assert.doesNotMatch(err.message, /s3cret-password/);
+        return true;
+      });
+  });
+});

@@ -8,6 +8,7 @@ import express from 'express';
 import { createApp, frontMiddleware } from '../server/app.js';
 import { agentRouter } from '../server/routes/agent-router.js';
 import { loadMasterConfig } from '../server/config.js';
+import { createCluster } from '../server/cluster/create-cluster.js';
 import { openDatabase } from '../server/db/open-database.js';
 import { createLogger } from '../lib/logger.js';
 import { PackageStore } from '../server/package-store.js';
@@ -18,7 +19,8 @@ const log = createLogger({ level: 'warn' });
 const store = new PackageStore(config.dataDir);
 await store.init();
 const db = await openDatabase(config.database);
-const services = createServices({ config, db, store, log });
+const cluster = createCluster(db, config.database, log);
+const services = createServices({ config, db, store, log, cluster });
 await bootstrapMaster(services, config);
 const root = express();
 root.get('/bench/noop', (_req, res) => {
@@ -27,19 +29,18 @@ root.get('/bench/noop', (_req, res) => {
 // The agent routes at the root, as in the master (the app below is mounted as a sub-app, which
 // costs express a prototype swap per request that the master itself never pays), and beside them
 // their reference: the same routes, answers unsigned. Both behind the master's own front middleware.
-const agentDeps = { agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log };
+const agentDeps = { agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, replays: services.replays, log };
 root.use('/bench/unsigned', frontMiddleware(config, log), agentRouter({ ...agentDeps, signAnswers: false }));
 const agentStack = express.Router().use(frontMiddleware(config, log), agentRouter(agentDeps));
 root.use((req, res, next) => (req.path.startsWith('/api/agent/') ? agentStack(req, res, next) : next()));
 root.use(createApp({ config, db, store, log, services }));
 const server = http.createServer(root);
 server.keepAliveTimeout = 30_000;
-services.dispatcher.start();
-services.engine.start();
+await cluster.start();
 server.listen(config.port, '127.0.0.1', () => {
   process.stdout.write(`LISTENING http://127.0.0.1:${(server.address() as AddressInfo).port}\n`);
 });
 process.on('SIGTERM', () => {
   server.close();
-  void services.engine.stop().then(() => services.dispatcher.stop()).then(() => services.agents.flush()).then(() => db.close()).then(() => process.exit(0));
+  void cluster.stop().then(() => services.agents.flush()).then(() => db.close()).then(() => process.exit(0));
 });

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { ExpiringSet } from '../lib/expiring-set.js';
+import { MemorySpentSet, type SpentSet } from './cluster/spent-set.js';
 import { safeEqual } from './secrets.js';
 
 /**
@@ -12,6 +12,7 @@ import { safeEqual } from './secrets.js';
  */
 export const SESSION_SECONDS = 3600;
 export const CHALLENGE_SECONDS = 120;
+export const CHALLENGE_TTL_MS = (CHALLENGE_SECONDS + 1) * 1000;
 
 function mac(key: Buffer, text: string): string {
   return createHmac('sha256', key).update(text).digest('base64url');
@@ -25,9 +26,13 @@ export interface SessionToken {
 }
 
 export class AgentSessions {
-  /** Challenges used, by their random part, until they would have expired anyway. */
-  private readonly spent = new ExpiringSet((CHALLENGE_SECONDS + 1) * 1000, 200_000);
-  constructor(private readonly tokenKey: Buffer, private readonly challengeKey: Buffer, private readonly sessionKeyKey: Buffer) {}
+  constructor(
+    private readonly tokenKey: Buffer,
+    private readonly challengeKey: Buffer,
+    private readonly sessionKeyKey: Buffer,
+    /** Challenges used, by their random part, until they would have expired anyway. */
+    private readonly spent: SpentSet = new MemorySpentSet(CHALLENGE_TTL_MS, 200_000),
+  ) {}
 
   /** The session's own key (session-crypto.ts), recomputed from its token on every call. */
   sessionKey(token: string): Buffer {
@@ -45,7 +50,7 @@ export class AgentSessions {
    * spends it, so a recorded session opening cannot be played again (bounded memory: a challenge
    * is remembered only for its lifetime).
    */
-  spendChallenge(challenge: string, now = Date.now()): boolean {
+  async spendChallenge(challenge: string, now = Date.now()): Promise<boolean> {
     const match = /^(\d{1,12})\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/.exec(challenge);
     if (!match) return false;
     const age = Math.floor(now / 1000) - Number(match[1]);

@@ -55,10 +55,12 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('views', path.join(PROJECT_ROOT, 'views'));
   app.set('view engine', 'ejs');
+  // Behind a balancer, the client's address is what the balancer saw (X-Forwarded-For), from it alone.
+  if (config.trustProxy.length > 0) app.set('trust proxy', config.trustProxy);
 
   app.use(frontMiddleware(config, log));
   app.use(healthRouter({ db, store, log }));
-  app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, log }));
+  app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, replays: services.replays, log }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +15,11 @@ export interface MasterConfig {
   dataDir: string;
   /** A SQLite file (default DATA/propagator.sqlite) or a PostgreSQL server shared by several masters. */
   database: DatabaseLocation;
+  /**
+   * Balancers whose X-Forwarded-For is believed (addresses, CIDR ranges, or loopback); empty: none,
+   * and the client's address is the connection's. Throttles and enrollment records use it.
+   */
+  trustProxy: string[];
   trustPath: string;
   /** Name the master shows for itself in "Print servers". */
   name: string;
@@ -72,11 +78,29 @@ export function parseSize(text: string): number {
   return Math.floor(Number(match[1]) * unit);
 }
 
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** "127.0.0.1, 10.0.0.0/8, loopback" → the list express's trust proxy takes; a clear error otherwise. */
+export function parseTrustProxy(text: string | undefined): string[] {
+  if (!text) return [];
+  const list = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const item of list) {
+    const [address, prefix, extra] = item.split('/');
+    const family = net.isIP(address ?? '');
+    const prefixOk = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32));
+    if (!(PROXY_NAMES.has(item) || (family !== 0 && prefixOk && extra === undefined))) {
+      throw new ValidationError(`--trust-proxy: "${item}" is not an address, a CIDR range (10.0.0.0/8) or one of loopback, linklocal, uniquelocal`);
+    }
+  }
+  return list;
+}
+
 const FLAGS = {
   host: { type: 'string', env: 'PROPAGATOR_HOST' },
   port: { type: 'string', env: 'PROPAGATOR_PORT' },
   data: { type: 'string', env: 'PROPAGATOR_DATA_DIR' },
   database: { type: 'string', env: 'PROPAGATOR_DATABASE_URL' },
+  'trust-proxy': { type: 'string', env: 'PROPAGATOR_TRUST_PROXY' },
   trust: { type: 'string', env: 'PROPAGATOR_TRUST' },
   name: { type: 'string', env: 'PROPAGATOR_NAME' },
   product: { type: 'string', env: 'PROPAGATOR_PRODUCT' },
@@ -98,7 +122,7 @@ const FLAGS = {
 /** The flag table as the README shows it: flag, environment variable, default. */
 export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
-                  [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
+                  [--trust-proxy ADDRESSES] [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
                   [--mailbox-cap N] [--parallel-transfers N]
                   [--deadline-bidirectional S] [--deadline-mailbox S] [--auto-accept] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
@@ -164,6 +188,7 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     pushConcurrency: 8,
     dataDir,
     database: parseDatabaseLocation(pick('database'), dataDir, cwd),
+    trustProxy: parseTrustProxy(pick('trust-proxy')),
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     name: pick('name') ?? os.hostname(),
     tlsCert: tlsCert && path.resolve(cwd, tlsCert),

@@ -8,6 +8,7 @@ import { loadTrustStore } from '../lib/trust-store.js';
 import { errorMessage } from '../lib/errors.js';
 import { createApp } from './app.js';
 import type { MasterConfig } from './config.js';
+import { createCluster } from './cluster/create-cluster.js';
 import { openDatabase } from './db/open-database.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { PackageStore } from './package-store.js';
@@ -43,11 +44,10 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   const store = new PackageStore(config.dataDir);
   await store.init();
   const db = await openDatabase(config.database, { onIdleError: (err) => log.warn('a database connection broke while idle', { error: err.message }) });
-  const services = createServices({ config, db, store, log });
+  const cluster = createCluster(db, config.database, log);
+  const services = createServices({ config, db, store, log, cluster });
   const secrets = await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });
-  services.dispatcher.start();
-  services.engine.start();
 
   // Timeouts are checked every second (Node's default, 30 s, would let a 20 s limit run to 50 s).
   const timing = { connectionsCheckingInterval: 1_000, headersTimeout: config.headersTimeoutMs, keepAliveTimeout: KEEP_ALIVE_MS };
@@ -69,6 +69,8 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `${scheme}://${shownHost}:${port}`;
   services.servers.setMasterUrl(url);
+  // The background work (dispatcher, operations engine) starts here, on the leader of the masters.
+  await cluster.start();
   log.info('master started', { url, dataDir: config.dataDir, trust: config.trustPath, tls: Boolean(config.tlsCert) });
 
   const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];
@@ -91,8 +93,8 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
         server.closeIdleConnections();
       });
       clearTimeout(force);
-      await services.engine.stop();
-      await services.dispatcher.stop();
+      // The leader's background work stops here; on PostgreSQL another master takes it over.
+      await cluster.stop();
       await services.agents.flush();
       await db.close();
       await lock.release();

@@ -4,7 +4,12 @@ import { Dispatcher } from './dispatcher.js';
 import { OperationsRepo } from './db/operations-repo.js';
 import { AWAY_GRACE_MS, OperationsEngine } from './operations-engine.js';
 import { OperationService } from './services/operation-service.js';
-import { loadMasterKey, type MasterKey } from './master-key.js';
+import { loadMasterKey, loadSharedMasterKey, type MasterKey } from './master-key.js';
+import { SingleMaster, type Cluster } from './cluster/cluster.js';
+import { MemorySpentSet, SharedSpentSet, type SpentSet } from './cluster/spent-set.js';
+import { SpentRepo } from './db/spent-repo.js';
+import { CHALLENGE_TTL_MS } from './agent-sessions.js';
+import { NONCE_TTL_MS, ReplayGuard } from './replay-guard.js';
 import { AdmissionService } from './services/admission-service.js';
 import { AgentService } from './services/agent-service.js';
 import { CommandService } from './services/command-service.js';
@@ -36,6 +41,10 @@ export interface MasterServices {
   dispatcher: Dispatcher;
   /** Releases, times out and settles operation targets; main.ts starts and stops it. */
   engine: OperationsEngine;
+  /** The other masters of the database (none on SQLite); its leader runs the dispatcher and the engine. */
+  cluster: Cluster;
+  /** Refuses agent calls heard twice, at this master or (PostgreSQL) at any other. */
+  replays: ReplayGuard;
 }
 
 export interface MasterDeps {
@@ -43,36 +52,74 @@ export interface MasterDeps {
   db: Database;
   store: PackageStore;
   log: Logger;
+  /** Default: a master on its own, always the leader (SQLite, and masters built by tests). */
+  cluster?: Cluster;
 }
 
 /** Builds every service from the master's dependencies; nothing here touches the network. */
-export function createServices({ config, db, store, log }: MasterDeps): MasterServices {
+export function createServices({ config, db, store, log, cluster = new SingleMaster(log) }: MasterDeps): MasterServices {
   const settingsRepo = new SettingsRepo(db);
   const settings = new SettingsService(settingsRepo, log);
   const commandsRepo = new CommandsRepo(db);
   const serversRepo = new ServersRepo(db);
   const packagesRepo = new PackagesRepo(db);
   let key: Promise<MasterKey> | null = null;
-  const masterKey = () => (key ??= loadMasterKey(config.dataDir));
+  // Several masters share one key (so agents trust each one's signatures), kept in their database.
+  const masterKey = () => (key ??= db.engine === 'postgres' ? loadSharedMasterKey(settingsRepo, config.dataDir) : loadMasterKey(config.dataDir));
+  const spentRepo = new SpentRepo(db);
+  const spent = (ttlMs: number, kind: string, max: number): SpentSet => (db.engine === 'postgres' ? new SharedSpentSet(spentRepo, ttlMs, kind) : new MemorySpentSet(ttlMs, max));
   const admission = new AdmissionService(db, settings, { autoAccept: config.autoAccept, maxPending: 1000 }, log);
-  const agents = new AgentService(db, serversRepo, commandsRepo, packagesRepo, admission, masterKey, log, { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute, autoAccept: config.autoAccept });
-  admission.onAdmitted = (id) => agents.forget(id);
+  const agents = new AgentService(db, serversRepo, commandsRepo, packagesRepo, admission, masterKey, log,
+    { mailboxSessionsPerMinute: config.mailboxSessionsPerMinute, autoAccept: config.autoAccept, spentChallenges: spent(CHALLENGE_TTL_MS, 'challenge', 200_000) });
+  admission.onAdmitted = (id) => cluster.publish({ type: 'forget', server: id });
+  agents.onIdentityChanged = (id) => cluster.publish({ type: 'forget', server: id });
   const dispatcher = new Dispatcher(commandsRepo, serversRepo, masterKey, log,
     { concurrency: config.pushConcurrency, redeliverAfterMs: 60_000, tickMs: 1000 }, (id) => agents.emit('command', id));
   const commands = new CommandService(commandsRepo, serversRepo, packagesRepo, log, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs });
-  commands.onQueued = (ids) => {
-    agents.markWork(ids);
-    dispatcher.kick();
-  };
+  commands.onQueued = (ids) => cluster.publish({ type: 'work', servers: ids });
   const engine = new OperationsEngine(commandsRepo, new OperationsRepo(db), serversRepo, log,
     { parallelTransfers: config.parallelTransfers, bidirectionalDeadlineMs: config.bidirectionalDeadlineMs, tickMs: 1000, awayGraceMs: AWAY_GRACE_MS }, () => dispatcher.kick());
   // Every change of a target (agent result, delivery, failure to deliver) may free a slot or end an operation.
   agents.on('command', () => engine.kick());
   const operations = new OperationService(db, packagesRepo, serversRepo, settings, { bidirectionalMs: config.bidirectionalDeadlineMs, mailboxMs: config.mailboxDeadlineMs }, log);
-  operations.onChange = () => engine.kick();
-  operations.onQueued = (ids) => agents.markWork(ids);
+  operations.onChange = () => cluster.publish({ type: 'kick' });
+  operations.onQueued = (ids) => cluster.publish({ type: 'work', servers: ids });
   const servers = new ServerService(serversRepo, settings, config, log);
-  servers.onRemoved = (id) => agents.forget(id);
+  servers.onRemoved = (id) => cluster.publish({ type: 'forget', server: id });
+
+  // Whichever master an event happened on, every master hears it (kicks move only the leader).
+  cluster.on((event) => {
+    if (event.type === 'work') {
+      if (event.servers === 'all') void agents.loadWorkIndex().catch((err: unknown) => log.error('could not reload the work index', { error: (err as Error).message }));
+      else agents.markWork(event.servers);
+      dispatcher.kick();
+    } else if (event.type === 'forget') {
+      agents.forget(event.server);
+    } else if (event.type === 'kick') {
+      engine.kick();
+    } else {
+      agents.forgetAll();
+      void agents.loadWorkIndex().catch((err: unknown) => log.error('could not reload the work index', { error: (err as Error).message }));
+      engine.kick();
+      dispatcher.kick();
+    }
+  });
+  // The background work runs on one master at a time: the leader (always this one on SQLite).
+  let purge: NodeJS.Timeout | null = null;
+  cluster.onLeadership(async (leader) => {
+    if (leader) {
+      dispatcher.start();
+      engine.start();
+      if (db.engine === 'postgres') {
+        purge = setInterval(() => void spentRepo.purge(Date.now()).catch((err: unknown) => log.warn('could not purge spent nonces', { error: (err as Error).message })), 60_000);
+        purge.unref();
+      }
+    } else {
+      if (purge) clearInterval(purge);
+      await engine.stop();
+      await dispatcher.stop();
+    }
+  });
   return {
     auth: new AuthService(settingsRepo, new SessionsRepo(db), log, {
       masterKey,
@@ -94,6 +141,8 @@ export function createServices({ config, db, store, log }: MasterDeps): MasterSe
     operations,
     dispatcher,
     engine,
+    cluster,
+    replays: new ReplayGuard(spent(NONCE_TTL_MS, 'nonce', 1_000_000)),
   };
 }
 

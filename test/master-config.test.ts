@@ -50,3 +50,13 @@ it('reads the upload cap and the idle timeout, and derives the HTTP timeouts fro
   assert.throws(() => loadMasterConfig(['--upload-idle-timeout', '0'], {}), { message: 'the upload idle timeout must be more than 0 seconds' });
   assert.throws(() => loadMasterConfig(['--upload-idle-timeout', 'soon'], {}), { message: 'the upload idle timeout must be a number of seconds' });
 });
+
+it('reads the database and the balancers to believe', () => {
+  const defaults = loadMasterConfig([], {}, '/srv/propagator');
+  assert.deepEqual([defaults.database, defaults.trustProxy], [{ engine: 'sqlite', file: '/srv/propagator/data/propagator.sqlite' }, []]);
+  const cluster = loadMasterConfig(['--trust-proxy', '127.0.0.1, 10.0.0.0/8,loopback, ::1'], { PROPAGATOR_DATABASE_URL: 'postgres://propagator@db/prop' });
+  assert.deepEqual([cluster.database, cluster.trustProxy], [{ engine: 'postgres', url: 'postgres://propagator@db/prop' }, ['127.0.0.1', '10.0.0.0/8', 'loopback', '::1']]);
+  for (const bad of ['balancer.example', '10.0.0.0/33', '10.0.0.1/8/8', 'everyone']) {
+    assert.throws(() => loadMasterConfig(['--trust-proxy', bad], {}), { message: `--trust-proxy: "${bad}" is not an address, a CIDR range (10.0.0.0/8) or one of loopback, linklocal, uniquelocal` });
+  }
+});

@@ -174,4 +174,15 @@ export const BASELINE: Migration = {
 };
 
 /** Versions after the baseline, for both engines. */
-export const MIGRATIONS: Migration[] = [];
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 8,
+    name: 'challenges and call nonces spent, shared by several masters',
+    // Used on PostgreSQL only (one SQLite master keeps them in memory); expires_at in ms since 1970.
+    up: (knex) => [knex.schema.createTable('spent_tokens', (t) => {
+      t.text('key').primary();
+      t.bigInteger('expires_at').notNullable();
+      t.index(['expires_at'], 'spent_tokens_expiry');
+    })],
+  },
+];

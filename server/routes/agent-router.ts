@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/logger.js';
 import { AuthenticationError, ForbiddenError } from '../errors.js';
 import { agentJsonBody, sendAgentJson, sendSignedAgentJson, type AnswerContext } from '../http/agent-json.js';
 import { CALL_MAC_HEADER, CALL_TIME_HEADER, callMacMatches } from '../../lib/session-crypto.js';
-import { ReplayGuard } from '../replay-guard.js';
+import type { ReplayGuard } from '../replay-guard.js';
 import { describeError } from '../http/error-handler.js';
 import { FailureGate } from '../http/failure-limiter.js';
 import { sendPackageFile } from '../http/send-package.js';
@@ -23,6 +23,8 @@ export interface AgentRouterDeps {
   store: PackageStore;
   key: () => Promise<MasterKey>;
   enrollAttemptsPerWindow: number;
+  /** Refuses a call heard twice (shared by the masters of one PostgreSQL database). */
+  replays: ReplayGuard;
   log: Logger;
   /**
    * Always true in the master. The benchmark mounts a second router with false beside the real one,
@@ -41,7 +43,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   const { agents, admission, store, key, log } = deps;
   const router = Router();
 
-  const replays = new ReplayGuard();
+  const { replays } = deps;
   const enrollGate = new FailureGate({
     windowMs: 15 * 60_000,
     limit: deps.enrollAttemptsPerWindow,
@@ -80,7 +82,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
   };
 
   /** The call's MAC: a session token overheard on the network is worth nothing without the session key. */
-  const callMacChecked: RequestHandler = (req, res, next) => {
+  const callMacChecked: RequestHandler = async (req, res, next) => {
     const sessionKey = res.locals.agentSessionKey;
     const server = res.locals.agentServer;
     const body = res.locals.agentRawBody ?? Buffer.alloc(0);
@@ -89,7 +91,7 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     if (!sessionKey || !server || !callMacMatches(sessionKey, { method: req.method, path: req.path, nonce, time, body }, req.get(CALL_MAC_HEADER))) {
       throw new AuthenticationError('This call does not carry the session\'s MAC (a session token alone is not enough); open a new session');
     }
-    const replay = replays.check(server.id, nonce, time);
+    const replay = await replays.check(server.id, nonce, time);
     if (replay) throw new AuthenticationError(replay);
     next();
   };

@@ -7,6 +7,7 @@ import type { Logger } from '../../lib/logger.js';
 import { AgentSessions } from '../agent-sessions.js';
 import type { CommandsRepo } from '../db/commands-repo.js';
 import type { PackagesRepo } from '../db/packages-repo.js';
+import type { SpentSet } from '../cluster/spent-set.js';
 import type { Database } from '../db/database.js';
 import { ServersRepo } from '../db/servers-repo.js';
 import { OffsetFilter, offsetFrom } from '../clock-offset.js';
@@ -21,6 +22,8 @@ export interface AgentServiceOptions {
   mailboxSessionsPerMinute: number;
   /** Trusted network: a mode or address an accepted agent reports is taken without asking the administrator. */
   autoAccept: boolean;
+  /** Where used session challenges are kept (in memory, or shared by several masters). */
+  spentChallenges?: SpentSet;
 }
 
 /** The most an agent takes as time left (lib/agent-protocol.ts): a longer deadline is sent as this. */
@@ -84,7 +87,7 @@ export class AgentService extends EventEmitter {
   private async sessionKeys(): Promise<AgentSessions> {
     if (!this.sessions) {
       const { privateKey } = await this.key();
-      this.sessions = new AgentSessions(deriveKey(privateKey, 'agent-session'), deriveKey(privateKey, 'enroll-challenge'), deriveKey(privateKey, 'agent-session-key'));
+      this.sessions = new AgentSessions(deriveKey(privateKey, 'agent-session'), deriveKey(privateKey, 'enroll-challenge'), deriveKey(privateKey, 'agent-session-key'), this.options.spentChallenges);
     }
     return this.sessions;
   }
@@ -100,7 +103,7 @@ export class AgentService extends EventEmitter {
   async openSession(request: SessionRequest, proof: { method: string; path: string; nonce: string; body: Buffer; signature: string | undefined }): Promise<SessionResponse> {
     const epoch = this.identitiesEpoch;
     const sessions = await this.sessionKeys();
-    if (!sessions.spendChallenge(request.challenge)) throw new ConflictError('The session challenge is stale, used, or was not made by this master; ask for a new one');
+    if (!(await sessions.spendChallenge(request.challenge))) throw new ConflictError('The session challenge is stale, used, or was not made by this master; ask for a new one');
     const server = await this.servers.findByName(request.name);
     const known = server && server.keyFingerprint === request.keyFingerprint && server.publicKey ? server.publicKey : null;
     const asked = known ? null : await this.admission.findRequest(request.name, request.keyFingerprint);
@@ -150,6 +153,14 @@ export class AgentService extends EventEmitter {
   /** Called whenever commands are queued for these servers. */
   markWork(serverIds: number[]): void {
     for (const id of serverIds) this.mayHaveWork?.add(id);
+  }
+
+  /** Told when this service changed a server's identity (its requested mode), for the other masters. */
+  onIdentityChanged: (serverId: number) => void = () => undefined;
+
+  /** Drops every cached identity (this master may have missed the others' changes). */
+  forgetAll(): void {
+    for (const id of [...this.identities.keys()]) this.forget(id);
   }
 
   /** Drops what is known of a server (removed from the console, or enrolled again). */
@@ -289,12 +300,14 @@ export class AgentService extends EventEmitter {
       if (asked) {
         await this.servers.setRequestedChange(server.id, null);
         this.forget(server.id);
+        this.onIdentityChanged(server.id);
       }
       return;
     }
     if (asked && asked.mode === reported.mode && asked.address === reported.address) return;
     await this.servers.setRequestedChange(server.id, reported);
     this.forget(server.id);
+    this.onIdentityChanged(server.id);
     if (this.options.autoAccept) {
       await this.servers.decideChange(server.id, true, 'auto-accept', new Date().toISOString());
       this.log.info('server changed its mode or address (auto-accept)', { serverId: server.id, name: server.name, mode: reported.mode, address: reported.address });

@@ -56,7 +56,8 @@ export class AuthService {
     }
     if (stored !== null) return { generatedPassword: null };
     const generated = randomToken(15);
-    await this.settings.set('admin_password_hash', await hashPassword(generated));
+    // Masters starting together on a new database: the password of the one that stored it first is the password.
+    if (!(await this.settings.insertIfAbsent('admin_password_hash', await hashPassword(generated)))) return { generatedPassword: null };
     this.log.info('admin password generated (printed once on the console)');
     return { generatedPassword: generated };
   }

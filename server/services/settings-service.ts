@@ -21,9 +21,9 @@ export class SettingsService {
   /** Applies what the command line or environment says; returns a newly generated token, if any. */
   async init(config: Pick<MasterConfig, 'product' | 'productVersion' | 'enrollToken'>): Promise<{ generatedEnrollToken: string | null }> {
     if (config.product !== null) await this.settings.set('product', config.product);
-    else if ((await this.settings.get('product')) === null) await this.settings.set('product', DEFAULT_PRODUCT);
+    else await this.settings.insertIfAbsent('product', DEFAULT_PRODUCT);
     if (config.productVersion !== null) await this.settings.set('product_version', config.productVersion);
-    else if ((await this.settings.get('product_version')) === null) await this.settings.set('product_version', DEFAULT_PRODUCT_VERSION);
+    else await this.settings.insertIfAbsent('product_version', DEFAULT_PRODUCT_VERSION);
 
     if (config.enrollToken !== null) {
       await this.settings.set('enroll_token_hash', hashToken(config.enrollToken));
@@ -31,7 +31,12 @@ export class SettingsService {
       return { generatedEnrollToken: null };
     }
     if ((await this.settings.get('enroll_token_hash')) !== null) return { generatedEnrollToken: null };
-    return { generatedEnrollToken: await this.newEnrollToken() };
+    // Masters starting together on a new database: only the one that stored its token prints it.
+    const token = randomToken(24);
+    if (!(await this.settings.insertIfAbsent('enroll_token_hash', hashToken(token)))) return { generatedEnrollToken: null };
+    await this.settings.set('enroll_token_source', 'generated');
+    this.log.info('enrollment token generated', { user: 'system' });
+    return { generatedEnrollToken: token };
   }
 
   async productInfo(): Promise<ProductInfo> {

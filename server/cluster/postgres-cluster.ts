@@ -1,0 +1,173 @@
+import pg from 'pg';
+import { errorMessage } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import type { Database } from '../db/database.js';
+import { LocalEvents, newMasterId, type Cluster, type ClusterEvent } from './cluster.js';
+
+const CHANNEL = 'propagator_events';
+/** The leader's advisory lock ("lead" in ASCII); the migrations use another. */
+const LEADER_LOCK = 0x6c656164;
+/** NOTIFY payloads are limited to 8000 bytes: longer lists of servers become "reload everything". */
+const MAX_PAYLOAD = 7000;
+
+export interface PostgresClusterOptions {
+  /** How often a follower tries to become the leader, and the leader proves it still holds the lock. */
+  beatMs: number;
+  /** A leader whose connection does not answer within this steps down. */
+  beatTimeoutMs: number;
+}
+
+/**
+ * The masters sharing one PostgreSQL database. Each keeps one connection of its own (outside the
+ * pool) that LISTENs for the others' events and, on the leader, holds the leader's advisory lock.
+ * The lock belongs to that connection: a leader killed at any moment loses it when the server
+ * sees the connection close (at once for a killed process, within the keepalive probes below for
+ * a vanished host), and a follower takes it at its next beat. A leader that cannot reach the
+ * database steps down at once, before another may take over, so two never work at the same time
+ * for longer than a beat (and what they do is safe twice: every state change is conditional).
+ */
+export class PostgresCluster implements Cluster {
+  readonly id = newMasterId();
+  private readonly events: LocalEvents;
+  private client: pg.Client | null = null;
+  private leader = false;
+  private timer: NodeJS.Timeout | null = null;
+  private beating: Promise<void> | null = null;
+  private connectedOnce = false;
+  private stopped = false;
+
+  constructor(private readonly url: string, private readonly db: Database, private readonly log: Logger, private readonly options: PostgresClusterOptions = { beatMs: 1000, beatTimeoutMs: 5000 }) {
+    this.events = new LocalEvents(log);
+  }
+
+  isLeader(): boolean {
+    return this.leader;
+  }
+
+  onLeadership(handler: (leader: boolean) => Promise<void>): void {
+    this.events.onLeadership(handler);
+  }
+
+  on(handler: (event: ClusterEvent) => void): void {
+    this.events.on(handler);
+  }
+
+  publish(event: Exclude<ClusterEvent, { type: 'resync' }>): void {
+    this.events.deliver(event);
+    let payload = JSON.stringify({ from: this.id, event });
+    if (payload.length > MAX_PAYLOAD && event.type === 'work') payload = JSON.stringify({ from: this.id, event: { type: 'work', servers: 'all' } });
+    // Outside any transaction: heard by the others at once (the caller's transaction has committed).
+    this.db.run('SELECT pg_notify(?, ?)', [CHANNEL, payload]).catch((err: unknown) => {
+      this.log.warn('could not tell the other masters', { event: event.type, error: errorMessage(err) });
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.beat();
+    this.timer = setInterval(() => void this.beat(), this.options.beatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.beating;
+    await this.disconnect();
+    await this.setLeader(false);
+  }
+
+  /** One step: (re)connect, then take the lock (a follower) or prove it still holds it (the leader). */
+  private beat(): Promise<void> {
+    if (this.beating || this.stopped) return this.beating ?? Promise.resolve();
+    this.beating = (async () => {
+      try {
+        const client = this.client ?? (await this.connect());
+        if (this.leader) {
+          await withTimeout(client.query('SELECT 1'), this.options.beatTimeoutMs, 'the database did not answer the leader in time');
+        } else {
+          const row = (await withTimeout(client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [LEADER_LOCK]), this.options.beatTimeoutMs, 'the database did not answer in time')).rows[0];
+          if (row?.got) await this.setLeader(true);
+        }
+      } catch (err) {
+        await this.lost(err);
+      }
+    })().finally(() => (this.beating = null));
+    return this.beating;
+  }
+
+  private async connect(): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: this.url, keepAlive: true, connectionTimeoutMillis: this.options.beatTimeoutMs });
+    client.on('error', (err) => void this.lost(err));
+    client.on('end', () => void this.lost(new Error('the connection to the database ended')));
+    client.on('notification', (message) => this.heard(message.payload));
+    try {
+      await client.connect();
+      // Let the server notice a vanished master in ~11 s, and free its lock for another.
+      await client.query('SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3');
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (err) {
+      client.removeAllListeners();
+      client.on('error', () => undefined);
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+    this.client = client;
+    if (this.connectedOnce) {
+      this.log.info('connected to the other masters again');
+      // Events sent while the connection was down were lost: reload what they would have changed.
+      this.events.deliver({ type: 'resync' });
+    }
+    this.connectedOnce = true;
+    return client;
+  }
+
+  private heard(payload: string | undefined): void {
+    try {
+      const { from, event } = JSON.parse(payload ?? '') as { from: string; event: ClusterEvent };
+      if (from !== this.id && event && typeof event.type === 'string' && event.type !== 'resync') this.events.deliver(event);
+    } catch {
+      this.log.warn('an unreadable event from another master', { payload: (payload ?? '').slice(0, 200) });
+    }
+  }
+
+  private async lost(err: unknown): Promise<void> {
+    if (!this.client) return;
+    const client = this.client;
+    this.client = null;
+    client.removeAllListeners('end');
+    client.removeAllListeners('notification');
+    // Keep an error listener: a late socket error must not end the process.
+    client.removeAllListeners('error');
+    client.on('error', () => undefined);
+    if (!this.stopped) this.log.warn('lost the connection to the other masters: trying again', { error: errorMessage(err), leader: this.leader });
+    await this.setLeader(false);
+    await client.end().catch(() => undefined);
+  }
+
+  private async disconnect(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    if (!client) return;
+    client.removeAllListeners();
+    client.on('error', () => undefined);
+    // Ending the connection releases the leader's lock at once.
+    await client.end().catch(() => undefined);
+  }
+
+  private async setLeader(leader: boolean): Promise<void> {
+    if (this.leader === leader) return;
+    this.leader = leader;
+    this.log.info(leader ? 'this master now runs the background work (leader)' : 'this master no longer runs the background work', { master: this.id });
+    await this.events.leadership(leader);
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { PostgresDatabase } from '../server/db/postgres-database.js';
 import { SqliteDatabase } from '../server/db/sqlite-database.js';
-import { NEWEST_VERSION } from '../server/db/migrator.js';
+import { NEWEST_VERSION, pendingMigrations } from '../server/db/migrator.js';
 import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
-import { startMasterProcess, type MasterProcess } from './helpers/master-process.js';
+import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
 import { postgresShape, sqliteShape } from './helpers/schema-shape.js';
 import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
 import { tempDir } from './helpers/run.js';
@@ -43,12 +44,27 @@ describe('PostgreSQL', { skip: unavailable ?? false }, () => {
 
   it('is migrated once when masters start together on an empty database', async () => {
     const url = await server.createDatabase('together');
+    const database = new URL(url).pathname.slice(1);
     const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_DATABASE_URL: url };
-    const masters: MasterProcess[] = await Promise.all([1, 2, 3].map((n) =>
-      startMasterProcess(['--data', path.join(dir, `together-${n}`), '--trust', pki.root, '--name', `master-${n}`], env)));
+    // Truly together: the masters' first read of the schema version waits behind this lock until
+    // all three are there (on the lock, or on the migrations' advisory lock); then they race.
+    const gate = new pg.Client({ connectionString: url });
+    await gate.connect();
+    await gate.query('CREATE TABLE propagator_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL, applied_by text NOT NULL)');
+    await gate.query('BEGIN');
+    await gate.query('LOCK TABLE propagator_migrations IN ACCESS EXCLUSIVE MODE');
+    const starting = [1, 2, 3].map((n) => startMasterProcess(['--data', path.join(dir, `together-${n}`), '--trust', pki.root, '--name', `master-${n}`], env));
+    for (const s of starting) s.catch(() => undefined);
+    await waitFor(async () => (await server.query<{ n: number }>(database, "SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", [database]))[0]?.n === 3, 20_000, 'three masters at the gate');
+    await gate.query('COMMIT');
+    await gate.end();
+    const settled = await Promise.allSettled(starting);
+    const masters: MasterProcess[] = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
-      const applied = await server.query<{ version: number; applied_by: string }>(new URL(url).pathname.slice(1), 'SELECT version, applied_by FROM propagator_migrations ORDER BY version');
-      assert.deepEqual(applied.map((a) => a.version), [NEWEST_VERSION], 'each version applied once');
+      assert.deepEqual(settled.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : [])), [], 'every master started');
+      const applied = await server.query<{ version: number; applied_by: string }>(database, 'SELECT version, applied_by FROM propagator_migrations ORDER BY version');
+      assert.deepEqual(applied.map((a) => a.version), pendingMigrations(0).map((m) => m.version), 'each version applied once');
+      assert.equal(new Set(applied.map((a) => a.applied_by)).size, 1, 'all by one master');
       assert.ok(masters.some((m) => applied[0]?.applied_by.endsWith(`pid ${m.child.pid}`)), `applied by one of the masters: ${applied[0]?.applied_by}`);
       for (const m of masters) {
         const health = await fetch(`${m.url}/health`);

@@ -16,7 +16,7 @@ import { bootstrapMaster, createServices } from '../server/services.js';
 
 const config = loadMasterConfig(process.argv.slice(2), process.env);
 const log = createLogger({ level: 'warn' });
-const store = new PackageStore(config.dataDir);
+const store = new PackageStore(config.dataDir, config.storeDir);
 await store.init();
 const db = await openDatabase(config.database);
 const cluster = createCluster(db, config.database, log);

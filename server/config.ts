@@ -15,6 +15,8 @@ export interface MasterConfig {
   dataDir: string;
   /** A SQLite file (default DATA/propagator.sqlite) or a PostgreSQL server shared by several masters. */
   database: DatabaseLocation;
+  /** The package store: null for DATA/packages, else a folder shared by several masters. */
+  storeDir: string | null;
   /**
    * Balancers whose X-Forwarded-For is believed (addresses, CIDR ranges, or loopback); empty: none,
    * and the client's address is the connection's. Throttles and enrollment records use it.
@@ -101,6 +103,7 @@ const FLAGS = {
   data: { type: 'string', env: 'PROPAGATOR_DATA_DIR' },
   database: { type: 'string', env: 'PROPAGATOR_DATABASE_URL' },
   'trust-proxy': { type: 'string', env: 'PROPAGATOR_TRUST_PROXY' },
+  store: { type: 'string', env: 'PROPAGATOR_STORE' },
   trust: { type: 'string', env: 'PROPAGATOR_TRUST' },
   name: { type: 'string', env: 'PROPAGATOR_NAME' },
   product: { type: 'string', env: 'PROPAGATOR_PRODUCT' },
@@ -120,7 +123,7 @@ const FLAGS = {
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
-export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--trust PATH] [--name NAME]
+export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--store DIR] [--trust PATH] [--name NAME]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
                   [--trust-proxy ADDRESSES] [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
                   [--mailbox-cap N] [--parallel-transfers N]
@@ -189,6 +192,7 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     dataDir,
     database: parseDatabaseLocation(pick('database'), dataDir, cwd),
     trustProxy: parseTrustProxy(pick('trust-proxy')),
+    storeDir: pick('store') ? path.resolve(cwd, pick('store') as string) : null,
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     name: pick('name') ?? os.hostname(),
     tlsCert: tlsCert && path.resolve(cwd, tlsCert),

@@ -41,7 +41,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
 async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, options: { log?: Logger; announce?: (text: string) => void }): Promise<RunningMaster> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const announce = options.announce ?? ((text: string) => process.stderr.write(`${text}\n`));
-  const store = new PackageStore(config.dataDir);
+  const store = new PackageStore(config.dataDir, config.storeDir);
   await store.init();
   const db = await openDatabase(config.database, { onIdleError: (err) => log.warn('a database connection broke while idle', { error: err.message }) });
   const cluster = createCluster(db, config.database, log);

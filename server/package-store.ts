@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, constants } from 'node:fs';
-import { access, chmod, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { access, chmod, copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 const SHA256_FILE = /^([0-9a-f]{64})\.pkg$/;
@@ -16,16 +16,21 @@ async function syncPath(file: string): Promise<void> {
 }
 
 /**
- * Package files on disk: data/packages/<sha256>.pkg, and data/tmp/ for uploads in progress.
- * Both live under the data folder, so a rename from tmp to packages is atomic.
+ * Package files on disk: <store>/<sha256>.pkg, and data/tmp/ for uploads in progress. The store
+ * is DATA/packages by default (one rename from tmp makes a package stored), or a folder shared by
+ * several masters (--store, e.g. an NFS mount): content-addressed, so two masters never store one
+ * package twice, and a file appears there only whole (copied under a temporary name, then renamed).
  */
 export class PackageStore {
   readonly tmpDir: string;
   readonly packagesDir: string;
+  /** Other masters may write here: files no row names may be theirs, in the middle of being stored. */
+  readonly shared: boolean;
 
-  constructor(readonly dataDir: string) {
+  constructor(readonly dataDir: string, storeDir: string | null = null) {
     this.tmpDir = path.join(dataDir, 'tmp');
-    this.packagesDir = path.join(dataDir, 'packages');
+    this.packagesDir = storeDir ?? path.join(dataDir, 'packages');
+    this.shared = storeDir !== null;
   }
 
   /** The data folder and its store, owner-only whatever mode they had (mkdir does not change an existing folder). */
@@ -53,9 +58,28 @@ export class PackageStore {
   async commit(tempPath: string, sha256: string): Promise<string> {
     const final = this.pathFor(sha256);
     await syncPath(tempPath);
-    await rename(tempPath, final);
+    try {
+      await rename(tempPath, final);
+    } catch (err) {
+      // A store on another file system (a shared mount): copied beside its final name, then renamed.
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      const incoming = path.join(this.packagesDir, `.incoming-${randomUUID()}`);
+      try {
+        await copyFile(tempPath, incoming);
+        await syncPath(incoming);
+        await rename(incoming, final);
+      } catch (copyError) {
+        await rm(incoming, { force: true }).catch(() => undefined);
+        throw copyError;
+      }
+    }
     await syncPath(this.packagesDir);
     return final;
+  }
+
+  /** How long ago the package's file was last written; null when it is not there. */
+  async ageMs(sha256: string, now = Date.now()): Promise<number | null> {
+    return stat(this.pathFor(sha256)).then((s) => now - s.mtimeMs, () => null);
   }
 
   async remove(sha256: string): Promise<void> {

@@ -6,6 +6,8 @@ import { migrate, type Statement } from './migrator.js';
 import { BASELINE_VERSION } from './schema.js';
 import { SQLITE_LEGACY_MIGRATIONS } from './sqlite-legacy-migrations.js';
 
+const WRITE = /^\s*(INSERT|UPDATE|DELETE)\b/i;
+
 function raw(db: sqlite3.Database): Queryable {
   return {
     run: (sql, params = []) =>
@@ -17,7 +19,10 @@ function raw(db: sqlite3.Database): Queryable {
       }),
     get: <T>(sql: string, params: Params = []) =>
       new Promise<T | undefined>((resolve, reject) => {
-        db.get(sql, params, (err: Error | null, row: T | undefined) => (err ? reject(err) : resolve(row)));
+        // A write (INSERT … RETURNING) runs to its end: sqlite3's get() stops after the first row,
+        // and the commit's own error (SQLITE_FULL, say) would be lost with the row still returned.
+        if (WRITE.test(sql)) db.all(sql, params, (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows[0])));
+        else db.get(sql, params, (err: Error | null, row: T | undefined) => (err ? reject(err) : resolve(row)));
       }),
     all: <T>(sql: string, params: Params = []) =>
       new Promise<T[]>((resolve, reject) => {

@@ -8,6 +8,9 @@ import type { StoredPackage } from '../domain.js';
 import type { Logger } from '../../lib/logger.js';
 import type { PackageStore } from '../package-store.js';
 
+/** In a shared store, what stayed half-stored this long was left by a master that died. */
+const SHARED_STALE_MS = 3600_000;
+
 export interface UploadedFile {
   tempPath: string;
   size: number;
@@ -116,16 +119,24 @@ export class PackageService {
   }
 
   /** At start: drop half-stored packages, orphan files and stale uploads; flag rows whose file vanished. */
-  async recover(): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; missing: number }> {
+  async recover(now = Date.now()): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; missing: number }> {
     const { packages, store, log } = this.deps;
     const tempFiles = await store.clearTemp();
-    const halfStored = await packages.listByState('storing');
+    // A store shared with other masters: a row still 'storing', or a file no row names yet, may be
+    // another master's package between its verification and its 'valid' (seconds): only what has
+    // been so for an hour was left by a master that died.
+    const stale = (at: number | null) => !store.shared || (at !== null && now - at > SHARED_STALE_MS);
+    const halfStored = (await packages.listByState('storing')).filter((p) => stale(Date.parse(p.uploadedAt)));
     for (const p of halfStored) {
       await packages.delete(p.id);
       await store.remove(p.sha256);
     }
     const known = await packages.allSha256();
-    const orphans = (await store.storedSha256()).filter((sha) => !known.has(sha));
+    const orphans: string[] = [];
+    for (const sha of (await store.storedSha256()).filter((s) => !known.has(s))) {
+      const age = store.shared ? await store.ageMs(sha, now) : null;
+      if (!store.shared || (age !== null && age > SHARED_STALE_MS)) orphans.push(sha);
+    }
     for (const sha of orphans) await store.remove(sha);
     let missing = 0;
     for (const p of await packages.list()) {

@@ -64,7 +64,7 @@ export async function openMaster(dataDir: string, trustPath: string, overrides: 
     ...overrides,
   });
   const log = memoryLogger();
-  const store = new PackageStore(config.dataDir);
+  const store = new PackageStore(config.dataDir, config.storeDir);
   await store.init();
   const db = await openDatabase(config.database);
   const services = createServices({ config, db, store, log });

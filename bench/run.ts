@@ -1,4 +1,4 @@
-// npm run bench [-- upload fanout mailbox scale flood agent-idle] [-- --quick]
+// npm run bench [-- upload fanout mailbox scale flood agent-idle cluster] [-- --quick]
 // Runs each scenario against real masters and agents on loopback, beside its reference, prints one
 // line per figure and writes bench/results/latest.json. Every scenario cleans up after itself.
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import { writeDevCertificates } from '../lib/dev-certs.js';
 import { ROOT } from '../test/helpers/run.js';
 import { agentIdleScenario } from './agent-idle.js';
+import { clusterScenario } from './cluster.js';
 import { fanoutScenario } from './fanout.js';
 import { floodScenario } from './flood.js';
 import { mailboxScenario } from './mailbox.js';
@@ -28,6 +29,7 @@ const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<Figure[]>> = {
   scale: scaleScenario,
   flood: floodScenario,
   'agent-idle': agentIdleScenario,
+  cluster: clusterScenario,
 };
 
 const args = process.argv.slice(2);

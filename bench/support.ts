@@ -18,7 +18,7 @@ export interface Figure {
 
 export function line(f: Figure): string {
   const ref = f.reference ? ` | reference (${f.reference.what}): ${f.reference.value} ${f.reference.unit}` : '';
-  const target = f.target ? ` | target ${f.target}: ${f.met ? 'met' : 'MISSED'}` : '';
+  const target = f.target ? ` | target ${f.target}: ${f.met === undefined ? 'not judged' : f.met ? 'met' : 'MISSED'}` : '';
   return `${f.scenario}.${f.name} = ${f.value} ${f.unit}${ref}${target}`;
 }
 

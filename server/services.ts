@@ -8,6 +8,7 @@ import { loadMasterKey, loadSharedMasterKey, type MasterKey } from './master-key
 import { SingleMaster, type Cluster } from './cluster/cluster.js';
 import { MemorySpentSet, SharedSpentSet, type SpentSet } from './cluster/spent-set.js';
 import { SpentRepo } from './db/spent-repo.js';
+import { checkStoreIdentity } from './store-identity.js';
 import { CHALLENGE_TTL_MS } from './agent-sessions.js';
 import { NONCE_TTL_MS, ReplayGuard } from './replay-guard.js';
 import { AdmissionService } from './services/admission-service.js';
@@ -45,6 +46,8 @@ export interface MasterServices {
   cluster: Cluster;
   /** Refuses agent calls heard twice, at this master or (PostgreSQL) at any other. */
   replays: ReplayGuard;
+  /** Several masters (PostgreSQL): refuses a store that is not the one the database's packages are in. */
+  checkStore: () => Promise<void>;
 }
 
 export interface MasterDeps {
@@ -143,6 +146,7 @@ export function createServices({ config, db, store, log, cluster = new SingleMas
     engine,
     cluster,
     replays: new ReplayGuard(spent(NONCE_TTL_MS, 'nonce', 1_000_000)),
+    checkStore: () => (db.engine === 'postgres' ? checkStoreIdentity(store, settingsRepo, packagesRepo) : Promise.resolve()),
   };
 }
 
@@ -150,6 +154,7 @@ export function createServices({ config, db, store, log, cluster = new SingleMas
 export async function bootstrapMaster(services: MasterServices, config: Readonly<MasterConfig>) {
   const { generatedPassword } = await services.auth.bootstrap(config.adminPassword);
   const { generatedEnrollToken } = await services.settings.init(config);
+  await services.checkStore();
   const recovered = await services.packages.recover();
   await services.agents.loadWorkIndex();
   await services.auth.purgeExpiredSessions();

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
@@ -9,6 +10,7 @@ import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
 import { postgresShape, sqliteShape } from './helpers/schema-shape.js';
 import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
+import { makeRelease } from './helpers/releases.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -76,6 +78,33 @@ describe('PostgreSQL', { skip: unavailable ?? false }, () => {
       for (const m of masters) assert.doesNotMatch(m.stderr(), /master exited/);
     } finally {
       await Promise.all(masters.map((m) => m.stop()));
+    }
+  });
+
+  it('refuses a master whose package store is not the one of the database\'s packages, and loses nothing', async () => {
+    const url = await server.createDatabase('stores');
+    const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_DATABASE_URL: url };
+    const shared = path.join(dir, 'shared-store');
+    const first = await startMasterProcess(['--data', path.join(dir, 'stores-1'), '--store', shared, '--trust', pki.root], env);
+    try {
+      const form = new FormData();
+      form.set('name', 'Kept');
+      form.set('package', new Blob([await readFile(await makeRelease(dir, pki.good.rsa, '6.3.0'))]), 'kept.pkg');
+      assert.equal((await fetch(`${first.url}/api/packages`, { method: 'POST', headers: { authorization: BASIC }, body: form })).status, 201);
+      // The usual mistake: a second master without --store, on its own DATA/packages.
+      const second = path.join(dir, 'stores-2');
+      await assert.rejects(startMasterProcess(['--data', second, '--trust', pki.root], env), (err: Error) => {
+        const id = /the database's store is (\S+)\)/.exec(err.message)?.[1];
+        assert.equal(err.message.trim(), `master exited with 2: propagator: the package store ${path.join(second, 'packages')} is not the one this database's packages are in (it has no store mark, the database's store is ${id}): give every master the same --store`);
+        return true;
+      });
+      const listed = await (await fetch(`${first.url}/api/packages`, { headers: { authorization: BASIC } })).json() as { name: string; state: string }[];
+      assert.deepEqual(listed.map((p) => [p.name, p.state]), [['Kept', 'valid']]);
+      // With the same --store it joins.
+      const joined = await startMasterProcess(['--data', second, '--store', shared, '--trust', pki.root], env);
+      await joined.stop();
+    } finally {
+      await first.stop();
     }
   });
 

@@ -37,11 +37,25 @@ function failure(err: unknown): Failure {
 }
 
 /**
+ * A database server (PostgreSQL) that cannot be reached or is shutting down: a network or server
+ * state, not a disk. Node's connection codes, and PostgreSQL's classes 08 (connection) and 57
+ * (operator intervention: shutdown, starting up).
+ */
+function unreachable(err: unknown): Failure | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|08...|57P0[1-4])$/.test(code)) {
+    return /Connection terminated|timeout exceeded when trying to connect/i.test(errorMessage(err)) ? { phrase: 'the master cannot reach its database', code: null } : null;
+  }
+  return { phrase: 'the master cannot reach its database', code };
+}
+
+/**
  * One sentence for both writes. They share the data folder's disk, and SQLite reports a disk
  * turned read-only as a mere I/O error: the file system's own word (the store's) goes first.
  */
 function reasonOf(database: Failure | null, store: Failure | null): string | null {
-  const main = store ?? database;
+  // A database out of reach says so first: the store's disk is fine, and its own errors come after.
+  const main = database?.phrase.includes('cannot reach') ? database : store ?? database;
   if (!main) return null;
   const codes = [...new Set([database?.code, store?.code].filter((c) => typeof c === 'string'))];
   const what = database && store ? 'the database and the package store' : database ? 'the database' : 'the package store';
@@ -72,10 +86,10 @@ export class WriteCheck {
   private async probe(): Promise<WriteCheckResult> {
     const timeoutMs = this.deps.timeoutMs ?? PROBE_TIMEOUT_MS;
     const hung: Failure = { phrase: `the master's disk did not complete a write within ${timeoutMs / 1000} s`, code: null };
-    const attempt = async (write: () => Promise<void>): Promise<Failure | null> => {
+    const attempt = async (write: () => Promise<void>, database = false): Promise<Failure | null> => {
       if (this.pending.has(write)) return hung;
       this.pending.add(write);
-      const done = write().then(() => null, failure).finally(() => this.pending.delete(write));
+      const done = write().then(() => null, (err: unknown) => (database ? unreachable(err) : null) ?? failure(err)).finally(() => this.pending.delete(write));
       let timer: NodeJS.Timeout | undefined;
       const slow = new Promise<Failure>((resolve) => {
         timer = setTimeout(() => resolve(hung), timeoutMs);
@@ -86,7 +100,7 @@ export class WriteCheck {
         clearTimeout(timer);
       }
     };
-    const [database, store] = await Promise.all([attempt(this.deps.writeDatabase), attempt(this.deps.writeStore)]);
+    const [database, store] = await Promise.all([attempt(this.deps.writeDatabase, true), attempt(this.deps.writeStore)]);
     const reason = reasonOf(database, store);
     this.report(reason, database === null, store === null);
     return { ok: reason === null, database: database === null, store: store === null, reason };

@@ -13,6 +13,9 @@ export interface PostgresServer {
   /** A new, empty database; its URL. */
   createDatabase(prefix?: string): Promise<string>;
   query<T = Record<string, unknown>>(database: string, sql: string, params?: unknown[]): Promise<T[]>;
+  /** Stops the server (its clients' connections end), keeping its data, and starts it again. */
+  halt(): Promise<void>;
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -55,7 +58,8 @@ export async function startPostgres(): Promise<PostgresServer> {
   const port = await freePort();
   // Tests make many databases: no fsync (nothing here outlives the test anyway).
   const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`;
-  await as('pg_ctl', ['-D', data, '-o', options, '-l', path.join(dir, 'server.log'), '-w', '-t', '60', 'start']);
+  const start = () => as('pg_ctl', ['-D', data, '-o', options, '-l', path.join(dir, 'server.log'), '-w', '-t', '60', 'start']);
+  await start();
   const url = (database: string) => `postgres://postgres@127.0.0.1:${port}/${database}`;
   const query = async <T>(database: string, sql: string, params: unknown[] = []): Promise<T[]> => {
     const client = new pg.Client({ connectionString: url(database) });
@@ -74,6 +78,12 @@ export async function startPostgres(): Promise<PostgresServer> {
       const name = `${prefix}_${randomBytes(6).toString('hex')}`;
       await query('postgres', `CREATE DATABASE ${name}`);
       return url(name);
+    },
+    async halt() {
+      await as('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
+    },
+    async resume() {
+      await start();
     },
     async stop() {
       await as('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);

@@ -9,7 +9,6 @@ import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { newNonce } from '../lib/agent-keys.js';
 import { signRequest } from '../lib/request-signing.js';
-import { loadMasterKey } from '../server/master-key.js';
 import { startAgentProcess, type AgentProcess } from './helpers/agent-process.js';
 import { startCuttingProxy } from './helpers/cutting-proxy.js';
 import { openTestDomain, type TestDomain } from './helpers/domain.js';
@@ -71,7 +70,7 @@ describe('bidirectional mode', () => {
     const intruder = generateKeyPairSync('ed25519').privateKey;
     const forged = await post(signRequest(intruder, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId, nonce: newNonce() }));
     assert.deepEqual([forged.status, await forged.json()], [401, { error: 'the request signature does not match the master key' }]);
-    const { privateKey } = await loadMasterKey(m.dir);
+    const { privateKey } = await m.services.masterKey();
     const otherAgent = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId + 100, nonce: newNonce() }));
     assert.equal(otherAgent.status, 401, 'a signature made for another agent');
     const stale = await post(signRequest(privateKey, { method: 'POST', path: '/api/commands', body, agentId: agent.serverId, nonce: newNonce() }, Date.now() - 10 * 60_000));

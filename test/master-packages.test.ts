@@ -9,6 +9,9 @@ import { BASIC, createTestMaster, openMaster, type TestMaster } from './helpers/
 import { must, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
+/** The package files of a store (on PostgreSQL it also holds its mark, .propagator-store). */
+const packageFiles = async (dir: string) => (await readdir(dir)).filter((f) => f.endsWith('.pkg'));
+
 let work: string;
 let cleanup: () => Promise<void>;
 let pki: TestPki;
@@ -37,7 +40,7 @@ const upload = (m: TestMaster, name: string | null, file: string | null) => {
 
 async function storeIsClean(m: TestMaster, packages: number): Promise<void> {
   assert.deepEqual(await readdir(m.store.tmpDir), [], 'no temporary upload left behind');
-  assert.equal((await readdir(m.store.packagesDir)).length, packages, 'package files in the store');
+  assert.equal((await packageFiles(m.store.packagesDir)).length, packages, 'package files in the store');
   assert.equal((await m.db.all('SELECT id FROM packages')).length, packages, 'package rows');
 }
 
@@ -58,7 +61,7 @@ describe('POST /api/packages', () => {
       { name: 'Watchdoc 6.2.0', product: 'watchdoc', version: '6.2.0', state: 'valid', signer: 'CN=Test Publisher signer', sha256 },
     );
     assert.equal(res.body.size, (await readFile(file)).length);
-    assert.deepEqual(await readdir(m.store.packagesDir), [`${sha256}.pkg`]);
+    assert.deepEqual(await packageFiles(m.store.packagesDir), [`${sha256}.pkg`]);
     assert.deepEqual(await readFile(path.join(m.store.packagesDir, `${sha256}.pkg`)), await readFile(file));
     const list = await supertest(m.app).get('/api/packages').set('Authorization', BASIC).expect(200);
     assert.deepEqual(list.body.map((p: { id: number }) => p.id), [res.body.id]);
@@ -187,7 +190,7 @@ describe('restart and recovery', () => {
       const list = await supertest(second.app).get('/api/packages').set('Authorization', BASIC).expect(200);
       assert.deepEqual(list.body.map((p: { name: string; state: string }) => [p.name, p.state]).sort(), [['Kept', 'valid'], ['Vanishing', 'missing']]);
       assert.deepEqual(await readdir(second.store.tmpDir), []);
-      assert.deepEqual(await readdir(second.store.packagesDir), [`${kept.body.sha256}.pkg`]);
+      assert.deepEqual(await packageFiles(second.store.packagesDir), [`${kept.body.sha256}.pkg`]);
       assert.ok(second.logs.some((l) => l.includes('store recovered after an unclean stop') && l.includes('"orphanFiles":1') && l.includes('"halfStored":1') && l.includes('"tempFiles":1')));
       await second.stop();
     } finally {

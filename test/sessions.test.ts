@@ -4,7 +4,6 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import supertest from 'supertest';
 import { deriveKey } from '../server/derived-keys.js';
-import { loadMasterKey } from '../server/master-key.js';
 import { ADMIN_PASSWORD, BASIC, createTestMaster, csrfOf, loginAgent, openMaster, type TestMaster } from './helpers/master.js';
 import { tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
@@ -63,7 +62,7 @@ describe('the login page', () => {
       // A token past its hour, signed with the right key, is refused too.
       const cookie = /propagator_login=([^;]+)/.exec(String((await supertest(m.app).get('/login')).headers['set-cookie']))?.[1];
       assert.ok(cookie);
-      const key = deriveKey((await loadMasterKey(m.dir)).privateKey, 'login-form');
+      const key = deriveKey((await m.services.masterKey()).privateKey, 'login-form');
       const expired = Date.now() - 1000;
       const stale = `${expired}.${createHmac('sha256', key).update(`${cookie}.${expired}`).digest('base64url')}`;
       const fresh = `${expired + 3_600_000}.${createHmac('sha256', key).update(`${cookie}.${expired + 3_600_000}`).digest('base64url')}`;

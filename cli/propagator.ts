@@ -2,6 +2,7 @@ import { ConfigurationError, PropagatorError, ValidationError, errorMessage } fr
 import { escapeControl } from '../lib/text.js';
 import { AGENT_HELP, agentCommand } from './agent-command.js';
 import { CERTS_HELP, certsInit } from './certs-command.js';
+import { DATABASE_HELP, databaseCopy } from './database-command.js';
 import { DEMO_HELP, demoCommand } from './demo-command.js';
 import { MASTER_HELP, masterCommand } from './master-command.js';
 import { processIo, UsageError, type CliIo } from './io.js';
@@ -15,6 +16,7 @@ const COMMANDS: Record<string, Command> = {
   'package verify': packageVerify,
   'certs init': certsInit,
   'token create': tokenCreate,
+  'database copy': databaseCopy,
   master: masterCommand,
   agent: agentCommand,
   demo: demoCommand,
@@ -28,6 +30,7 @@ ${CERTS_HELP}
 ${MASTER_HELP}
 ${AGENT_HELP}
 ${TOKEN_HELP}
+${DATABASE_HELP}
 ${DEMO_HELP}
 propagator help | --help | --version`;
 

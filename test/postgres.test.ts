@@ -10,8 +10,9 @@ import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
 import { postgresShape, sqliteShape } from './helpers/schema-shape.js';
 import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
+import { startAgentProcess } from './helpers/agent-process.js';
 import { makeRelease } from './helpers/releases.js';
-import { tempDir } from './helpers/run.js';
+import { freePort, propagator, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
 const unavailable = await postgresUnavailable();
@@ -105,6 +106,60 @@ describe('PostgreSQL', { skip: unavailable ?? false }, () => {
       await joined.stop();
     } finally {
       await first.stop();
+    }
+  });
+
+  it('takes a SQLite master\'s data (propagator database copy), and its agents carry on with the new master', { timeout: 180_000 }, async () => {
+    const port = await freePort();
+    const data = path.join(dir, 'moving');
+    const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: 'moving-enrollment-token-0123456789' };
+    const common = ['--port', String(port), '--trust', pki.root, '--auto-accept', '--product', 'watchdoc', '--product-version', '9.0.0'];
+    const old = await startMasterProcess([...common, '--data', data], env);
+    const agentData = path.join(dir, 'moving-agent');
+    const agent = await startAgentProcess(['--master', old.url, '--name', 'print-moving', '--mode', 'mailbox', '--data', agentData, '--trust', pki.root,
+      '--initial-version', '6.1.0', '--poll-min', '0.2', '--poll-max', '1', '--heartbeat', '1'], env);
+    try {
+      const api = async <T>(base: string, method: string, route: string, body?: unknown) => {
+        const res = await fetch(`${base}${route}`, { method, headers: { authorization: BASIC, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+        return { status: res.status, body: await res.json() as T };
+      };
+      const form = new FormData();
+      form.set('name', 'Moving 6.4.0');
+      form.set('package', new Blob([await readFile(await makeRelease(dir, pki.good.rsa, '6.4.0'))]), 'moving.pkg');
+      const pkg = await (await fetch(`${old.url}/api/packages`, { method: 'POST', headers: { authorization: BASIC }, body: form })).json() as { id: number };
+      const staged = await api<{ id: number }>(old.url, 'POST', '/api/operations', { action: 'propagate', package: pkg.id, servers: [agent.serverId] });
+      await waitFor(async () => (await api<{ state: string }>(old.url, 'GET', `/api/operations/${staged.body.id}`)).body.state === 'succeeded', 30_000, 'the propagate');
+
+      const url = await server.createDatabase('moved');
+      // Not while the master runs on the folder.
+      const busy = await propagator(['database', 'copy', '--data', data, '--to', url]);
+      assert.deepEqual([busy.code, busy.stderr.trim()], [2, `propagator: another master (pid ${old.child.pid}) uses ${data}`]);
+      await old.stop();
+      const store = path.join(dir, 'moved-store');
+      const copied = await propagator(['database', 'copy', '--data', data, '--to', url, '--store', store]);
+      assert.equal(copied.code, 0, copied.stderr);
+      assert.match(copied.stderr, /Copied into postgres:\/\/postgres@127\.0\.0\.1:\d+\/moved_\w+: settings \d+, packages 1, servers 1, sessions \d+, operations 1, commands 1, command_events \d+, server_requests 0, enroll_tokens 0, and the master key\.\nCopied 1 package file\(s\) into /);
+      const again = await propagator(['database', 'copy', '--data', data, '--to', url]);
+      assert.equal(again.code, 2);
+      assert.match(again.stderr.trim(), /^propagator: the PostgreSQL database is not empty \(settings has \d+ rows\): copy into a new database, which no master has used$/);
+
+      // The new master, on PostgreSQL, where the old one was: the agent never enrolls again.
+      const moved = await startMasterProcess([...common, '--data', path.join(dir, 'moved-data'), '--database', url, '--store', store], env);
+      try {
+        const history = await api<{ state: string; targets: { state: string }[] }>(moved.url, 'GET', `/api/operations/${staged.body.id}`);
+        assert.deepEqual([history.body.state, history.body.targets.map((t) => t.state)], ['succeeded', ['succeeded']]);
+        const applied = await api<{ id: number }>(moved.url, 'POST', '/api/operations', { action: 'apply', package: pkg.id, servers: [agent.serverId] });
+        assert.equal(applied.body.id, staged.body.id + 1, 'operation numbers go on');
+        await waitFor(async () => (await api<{ state: string }>(moved.url, 'GET', `/api/operations/${applied.body.id}`)).body.state !== 'running', 60_000, 'the apply');
+        const report = await api<{ state: string; targets: { state: string; versionAfter: string }[] }>(moved.url, 'GET', `/api/operations/${applied.body.id}`);
+        assert.deepEqual([report.body.state, report.body.targets.map((t) => [t.state, t.versionAfter])], ['succeeded', [['succeeded', '6.4.0']]]);
+        assert.doesNotMatch(agent.logs(), /waiting for the administrator|enroll it again/);
+      } finally {
+        await moved.stop();
+      }
+    } finally {
+      await agent.stop('SIGKILL');
+      await old.stop('SIGKILL');
     }
   });
 

@@ -19,7 +19,7 @@ const log = createLogger({ level: 'warn' });
 const store = new PackageStore(config.dataDir, config.storeDir);
 await store.init();
 const db = await openDatabase(config.database);
-const cluster = createCluster(db, config.database, log);
+const cluster = createCluster(db, config.database, log, config.name);
 const services = createServices({ config, db, store, log, cluster });
 await bootstrapMaster(services, config);
 const root = express();

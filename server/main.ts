@@ -44,7 +44,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   const store = new PackageStore(config.dataDir, config.storeDir);
   await store.init();
   const db = await openDatabase(config.database, { onIdleError: (err) => log.warn('a database connection broke while idle', { error: err.message }) });
-  const cluster = createCluster(db, config.database, log);
+  const cluster = createCluster(db, config.database, log, config.name);
   const services = createServices({ config, db, store, log, cluster });
   const secrets = await bootstrapMaster(services, config);
   const app = createApp({ config, db, store, log, services });

@@ -90,6 +90,15 @@ export function createServices({ config, db, store, log, cluster = new SingleMas
   const servers = new ServerService(serversRepo, settings, config, log);
   servers.onRemoved = (id) => cluster.publish({ type: 'forget', server: id });
 
+  const packages = new PackageService({
+    packages: packagesRepo,
+    store,
+    loadTrust: () => loadTrustStore(config.trustPath),
+    isInUse: (id) => commandsRepo.packageInUse(id),
+    log,
+    masterId: cluster.id,
+    liveMasters: () => cluster.alive(),
+  });
   // Whichever master an event happened on, every master hears it (kicks move only the leader).
   cluster.on((event) => {
     if (event.type === 'work') {
@@ -114,7 +123,11 @@ export function createServices({ config, db, store, log, cluster = new SingleMas
       dispatcher.start();
       engine.start();
       if (db.engine === 'postgres') {
-        purge = setInterval(() => void spentRepo.purge(Date.now()).catch((err: unknown) => log.warn('could not purge spent nonces', { error: (err as Error).message })), 60_000);
+        // Housekeeping of several masters: spent nonces past their life, uploads a dead master left half-stored.
+        purge = setInterval(() => {
+          void spentRepo.purge(Date.now()).catch((err: unknown) => log.warn('could not purge spent nonces', { error: (err as Error).message }));
+          void packages.sweepHalfStored().catch((err: unknown) => log.warn('could not sweep half-stored packages', { error: (err as Error).message }));
+        }, 30_000);
         purge.unref();
       }
     } else {
@@ -131,13 +144,7 @@ export function createServices({ config, db, store, log, cluster = new SingleMas
     admission,
     masterKey,
     settings,
-    packages: new PackageService({
-      packages: packagesRepo,
-      store,
-      loadTrust: () => loadTrustStore(config.trustPath),
-      isInUse: (id) => commandsRepo.packageInUse(id),
-      log,
-    }),
+    packages,
     servers,
     agents,
     commands,

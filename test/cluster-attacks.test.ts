@@ -24,12 +24,13 @@ describe('two masters on one database', { skip: unavailable ?? false }, () => {
   let cleanup: () => Promise<void>;
   let a: MasterProcess;
   let b: MasterProcess;
+  let url: string;
 
   before(async () => {
     ({ dir: work, cleanup } = await tempDir('propagator-cluster-attacks-'));
     pki = await createTestPki(path.join(work, 'pki'));
     pg = await startPostgres();
-    const url = await pg.createDatabase('attacks');
+    url = await pg.createDatabase('attacks');
     const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: TOKEN, PROPAGATOR_DATABASE_URL: url };
     const store = path.join(work, 'store');
     [a, b] = await Promise.all(['a', 'b'].map((n) => startMasterProcess(['--data', path.join(work, n), '--store', store, '--trust', pki.root, '--auto-accept', '--name', `master-${n}`], env))) as [MasterProcess, MasterProcess];
@@ -77,6 +78,23 @@ describe('two masters on one database', { skip: unavailable ?? false }, () => {
     await waitFor(async () => (await agent.report(undefined)).status === 401, 2000, 'B to refuse the removed agent');
     const refused = await agent.report(undefined);
     assert.deepEqual([refused.status, refused.body], [401, { error: 'The agent session is not valid (the server was removed, or its key changed); open a new one' }]);
+  });
+
+  it('frees, within a minute, the name of a package a dead master left half-stored, and only that one', { timeout: 120_000 }, async () => {
+    const database = new URL(url).pathname.slice(1);
+    const live = (await pg.query<{ id: string }>(database, "SELECT id FROM masters WHERE name = 'master-a'"))[0]?.id;
+    assert.ok(live, 'master-a has its row');
+    const minuteAgo = new Date(Date.now() - 60_000).toISOString();
+    const row = (name: string, sha: string, by: string, at: string) => pg.query(database,
+      `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_json, signer_subject, chain_json, signer_not_after, state, uploaded_by, uploaded_at, stored_by)
+       VALUES ($1, 'watchdoc', '9.9', 1, $2, 1, $2, '{}', 'x', '[]', '2099-01-01', 'storing', 'admin', $3, $4)`, [name, sha, at, by]);
+    await row('Left by a dead master', 'd'.repeat(64), 'deadbeef0000', minuteAgo);
+    await row('Being stored by master-a', 'e'.repeat(64), live, minuteAgo);
+    await row('Just begun by a dead master', 'f'.repeat(64), 'deadbeef0001', new Date().toISOString());
+    const names = async () => (await pg.query<{ name: string }>(database, "SELECT name FROM packages WHERE state = 'storing' ORDER BY name")).map((r) => r.name);
+    await waitFor(async () => !(await names()).includes('Left by a dead master'), 60_000, 'the sweep');
+    assert.deepEqual(await names(), ['Being stored by master-a', 'Just begun by a dead master']);
+    await pg.query(database, "DELETE FROM packages WHERE state = 'storing'");
   });
 
   it('says /health is down while the database is, gives up the background work, and heals when it is back', { timeout: 120_000 }, async () => {

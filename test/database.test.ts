@@ -33,7 +33,7 @@ describe('the schema', () => {
       assert.equal(await climbed.schemaVersion(), NEWEST_VERSION);
       const a = await sqliteShape(fresh);
       const b = await sqliteShape(climbed);
-      assert.deepEqual(Object.keys(a), ['command_events', 'commands', 'enroll_tokens', 'health_check', 'operations', 'packages', 'server_requests', 'servers', 'sessions', 'settings', 'spent_tokens']);
+      assert.deepEqual(Object.keys(a), ['command_events', 'commands', 'enroll_tokens', 'health_check', 'masters', 'operations', 'packages', 'server_requests', 'servers', 'sessions', 'settings', 'spent_tokens']);
       assert.deepEqual(a, b);
       // The checks are there, not only equal: a state outside the list is refused on both.
       for (const db of [fresh, climbed]) {

@@ -24,6 +24,8 @@ export interface Cluster {
   /** This master, as logs and the other masters name it. */
   readonly id: string;
   isLeader(): boolean;
+  /** The ids of the masters alive now; null for a master alone. */
+  alive(): Promise<Set<string> | null>;
   /** Called with true when this master becomes the leader, false when it stops being it (awaited). */
   onLeadership(handler: (leader: boolean) => Promise<void>): void;
   on(handler: (event: ClusterEvent) => void): void;
@@ -81,6 +83,10 @@ export class SingleMaster implements Cluster {
 
   isLeader(): boolean {
     return this.leader;
+  }
+
+  async alive(): Promise<Set<string> | null> {
+    return null;
   }
 
   onLeadership(handler: (leader: boolean) => Promise<void>): void {

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Database } from '../db/database.js';
+import { MastersRepo } from '../db/masters-repo.js';
 import { LocalEvents, newMasterId, type Cluster, type ClusterEvent } from './cluster.js';
 
 const CHANNEL = 'propagator_events';
@@ -11,6 +12,8 @@ const LEADER_LOCK = 0x6c656164;
 const MAX_PAYLOAD = 7000;
 
 export interface PostgresClusterOptions {
+  /** This master's name (--name), in the masters table. */
+  name: string;
   /** How often a follower tries to become the leader, and the leader proves it still holds the lock. */
   beatMs: number;
   /** A leader whose connection does not answer within this steps down. */
@@ -36,8 +39,16 @@ export class PostgresCluster implements Cluster {
   private connectedOnce = false;
   private stopped = false;
 
-  constructor(private readonly url: string, private readonly db: Database, private readonly log: Logger, private readonly options: PostgresClusterOptions = { beatMs: 1000, beatTimeoutMs: 5000 }) {
+  private readonly masters: MastersRepo;
+
+  constructor(private readonly url: string, private readonly db: Database, private readonly log: Logger, private readonly options: PostgresClusterOptions) {
     this.events = new LocalEvents(log);
+    this.masters = new MastersRepo(db);
+  }
+
+  /** The masters heard from within the last 10 s (each writes its row every beat). */
+  alive(): Promise<Set<string> | null> {
+    return this.masters.alive(Date.now() - 10_000);
   }
 
   isLeader(): boolean {
@@ -74,6 +85,8 @@ export class PostgresCluster implements Cluster {
     await this.beating;
     await this.disconnect();
     await this.setLeader(false);
+    // Gone on purpose: the others need not wait for its silence.
+    await this.masters.leave(this.id).catch(() => undefined);
   }
 
   /** One step: (re)connect, then take the lock (a follower) or prove it still holds it (the leader). */
@@ -81,6 +94,7 @@ export class PostgresCluster implements Cluster {
     if (this.beating || this.stopped) return this.beating ?? Promise.resolve();
     this.beating = (async () => {
       try {
+        await this.masters.beat(this.id, this.options.name, Date.now());
         const client = this.client ?? (await this.connect());
         if (this.leader) {
           await withTimeout(client.query('SELECT 1'), this.options.beatTimeoutMs, 'the database did not answer the leader in time');

@@ -53,19 +53,21 @@ export type NewPackage = Omit<StoredPackage, 'id'>;
 export class PackagesRepo {
   constructor(private readonly db: Queryable) {}
 
-  async insert(p: NewPackage): Promise<number> {
+  /** `storedBy`: the master storing it (several masters: a row left 'storing' by a dead one is swept). */
+  async insert(p: NewPackage, storedBy: string | null = null): Promise<number> {
     const row = await this.db.get<{ id: number }>(
       `INSERT INTO packages (name, product, version, size, sha256, payload_size, payload_sha256, manifest_sha256, manifest_json,
-         signer_subject, chain_json, signer_not_after, expires, min_version, description, state, uploaded_by, uploaded_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+         signer_subject, chain_json, signer_not_after, expires, min_version, description, state, uploaded_by, uploaded_at, stored_by)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
       [p.name, p.product, p.version, p.size, p.sha256, p.payload.size, p.payload.sha256, p.manifestSha256, JSON.stringify(p.manifest),
-        p.signer, JSON.stringify(p.chain), p.signerNotAfter, p.expires, p.minVersion, p.description, p.state, p.uploadedBy, p.uploadedAt],
+        p.signer, JSON.stringify(p.chain), p.signerNotAfter, p.expires, p.minVersion, p.description, p.state, p.uploadedBy, p.uploadedAt, storedBy],
     );
     return (row as { id: number }).id;
   }
 
-  async setState(id: number, state: PackageState): Promise<void> {
-    await this.db.run('UPDATE packages SET state = ? WHERE id = ?', [state, id]);
+  /** False when the row is gone (several masters: swept as abandoned while this one was stalled). */
+  async setState(id: number, state: PackageState): Promise<boolean> {
+    return (await this.db.run('UPDATE packages SET state = ? WHERE id = ?', [state, id])).changes > 0;
   }
 
   /** For packages stored before manifests had digests: the package and its commands get it. */
@@ -93,6 +95,12 @@ export class PackagesRepo {
   async list(): Promise<StoredPackage[]> {
     const rows = await this.db.all<PackageRow>("SELECT * FROM packages WHERE state != 'storing' ORDER BY uploaded_at DESC, id DESC");
     return rows.map(toPackage);
+  }
+
+  /** Rows between their verification and 'valid' (or left so by a master that died meanwhile). */
+  async halfStored(): Promise<{ id: number; sha256: string; uploadedAt: string; storedBy: string | null }[]> {
+    const rows = await this.db.all<{ id: number; sha256: string; uploaded_at: string; stored_by: string | null }>("SELECT id, sha256, uploaded_at, stored_by FROM packages WHERE state = 'storing'");
+    return rows.map((r) => ({ id: r.id, sha256: r.sha256, uploadedAt: r.uploaded_at, storedBy: r.stored_by }));
   }
 
   async listByState(state: PackageState): Promise<StoredPackage[]> {

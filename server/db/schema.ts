@@ -185,4 +185,20 @@ export const MIGRATIONS: Migration[] = [
       t.index(['expires_at'], 'spent_tokens_expiry');
     })],
   },
+  {
+    version: 9,
+    name: 'the masters alive, and which master is storing a package',
+    // Several masters: each writes its row every second; a package row 'storing' for a master no
+    // longer alive was left by a master that died mid-upload. seen_at in ms since 1970.
+    up: (knex) => [
+      knex.schema.createTable('masters', (t) => {
+        t.text('id').primary();
+        t.text('name').notNullable();
+        t.bigInteger('seen_at').notNullable();
+      }),
+      knex.schema.alterTable('packages', (t) => {
+        t.text('stored_by');
+      }),
+    ],
+  },
 ];

@@ -10,6 +10,8 @@ import type { PackageStore } from '../package-store.js';
 
 /** In a shared store, what stayed half-stored this long was left by a master that died. */
 const SHARED_STALE_MS = 3600_000;
+/** A master silent this long is dead (it writes its row every second). */
+const HALF_STORED_GRACE_MS = 30_000;
 
 export interface UploadedFile {
   tempPath: string;
@@ -27,6 +29,10 @@ export interface PackageServiceDeps {
   /** True while an operation in progress uses the package (the operations engine answers). */
   isInUse: (packageId: number) => Promise<boolean>;
   log: Logger;
+  /** This master, as package rows it is storing name it. */
+  masterId?: string;
+  /** Several masters: the ids of those alive now (null: this master is alone). */
+  liveMasters?: () => Promise<Set<string> | null>;
 }
 
 function nameConflict(name: string) {
@@ -72,7 +78,7 @@ export class PackageService {
           state: 'storing',
           uploadedBy: user,
           uploadedAt: new Date().toISOString(),
-        });
+        }, this.deps.masterId ?? null);
       } catch (err) {
         if (isUniqueViolation(err, 'packages', 'name')) throw nameConflict(name);
         if (isUniqueViolation(err, 'packages', 'sha256')) throw new ConflictError('This package is already stored under another name');
@@ -84,7 +90,9 @@ export class PackageService {
         await packages.delete(id);
         throw err;
       }
-      await packages.setState(id, 'valid');
+      if (!(await packages.setState(id, 'valid'))) {
+        throw new ConflictError('The master took too long to store this package, and another master removed it as abandoned; upload it again');
+      }
       log.info('package added', { id, name, user, product: manifest.product, version: manifest.version, size: upload.size, sha256: upload.sha256, signer: verified.signer.subject });
       return (await packages.findById(id)) as StoredPackage;
     } finally {
@@ -122,15 +130,7 @@ export class PackageService {
   async recover(now = Date.now()): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; missing: number }> {
     const { packages, store, log } = this.deps;
     const tempFiles = await store.clearTemp();
-    // A store shared with other masters: a row still 'storing', or a file no row names yet, may be
-    // another master's package between its verification and its 'valid' (seconds): only what has
-    // been so for an hour was left by a master that died.
-    const stale = (at: number | null) => !store.shared || (at !== null && now - at > SHARED_STALE_MS);
-    const halfStored = (await packages.listByState('storing')).filter((p) => stale(Date.parse(p.uploadedAt)));
-    for (const p of halfStored) {
-      await packages.delete(p.id);
-      await store.remove(p.sha256);
-    }
+    const halfStored = await this.sweepHalfStored(now);
     const known = await packages.allSha256();
     const orphans: string[] = [];
     for (const sha of (await store.storedSha256()).filter((s) => !known.has(s))) {
@@ -153,8 +153,33 @@ export class PackageService {
         if (members) await packages.setManifestSha256(p.id, members.manifestSha256);
       }
     }
-    const summary = { tempFiles, halfStored: halfStored.length, orphanFiles: orphans.length, missing };
-    if (tempFiles + halfStored.length + orphans.length + missing > 0) log.warn('store recovered after an unclean stop', summary);
+    const summary = { tempFiles, halfStored, orphanFiles: orphans.length, missing };
+    if (tempFiles + halfStored + orphans.length + missing > 0) log.warn('store recovered after an unclean stop', summary);
     return summary;
+  }
+
+  /**
+   * Drops package rows left 'storing' (and their file) by a master that died between verifying a
+   * package and making it valid. Alone, every such row at start is one. A store shared with other
+   * masters holds their packages in that state too, for seconds: only the rows of a master no
+   * longer alive (silent for HALF_STORED_GRACE_MS), or 'storing' for an hour, are dropped; the
+   * leader looks every half minute, so a dead master's upload frees its name within a minute.
+   */
+  async sweepHalfStored(now = Date.now()): Promise<number> {
+    const { packages, store, log } = this.deps;
+    const alive = store.shared ? await this.deps.liveMasters?.() ?? null : null;
+    let swept = 0;
+    for (const p of await packages.halfStored()) {
+      const age = now - (Date.parse(p.uploadedAt) || 0);
+      const left = !store.shared
+        || age > SHARED_STALE_MS
+        || (alive !== null && p.storedBy !== null && p.storedBy !== this.deps.masterId && !alive.has(p.storedBy) && age > HALF_STORED_GRACE_MS);
+      if (!left) continue;
+      await packages.delete(p.id);
+      await store.remove(p.sha256);
+      log.warn('package left half-stored by a master that stopped: removed', { id: p.id, sha256: p.sha256, storedBy: p.storedBy });
+      swept++;
+    }
+    return swept;
   }
 }

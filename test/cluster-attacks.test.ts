@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { newNonce } from '../lib/agent-keys.js';
 import { ADMIN_PASSWORD, BASIC } from './helpers/master.js';
 import { startMasterProcess, waitFor, type MasterProcess } from './helpers/master-process.js';
+import { startPartitionProxy, type PartitionProxy } from './helpers/partition-proxy.js';
 import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
 import { tempDir } from './helpers/run.js';
 import { SimulatedAgent } from './helpers/simulated-agent.js';
@@ -119,5 +120,60 @@ describe('two masters on one database', { skip: unavailable ?? false }, () => {
     // Both masters work again: an agent joins through one and reports through the other.
     const agent = await new SimulatedAgent(a.url, 'print-after-outage').join(TOKEN);
     assert.equal((await agent.report(undefined)).status, 200);
+  });
+});
+
+/**
+ * A network partition between the leader and the database (no FIN, no RST: packets simply stop):
+ * the leader must stop its background work on its own, and another master take over once the
+ * database has let the silent leader's lock go.
+ */
+describe('a leader cut off from the database', { skip: unavailable ?? false }, () => {
+  let pg: PostgresServer;
+  let pki: TestPki;
+  let work: string;
+  let cleanup: () => Promise<void>;
+  const masters: MasterProcess[] = [];
+  let proxy: PartitionProxy;
+
+  before(async () => {
+    ({ dir: work, cleanup } = await tempDir('propagator-partition-'));
+    pki = await createTestPki(path.join(work, 'pki'));
+    pg = await startPostgres();
+    proxy = await startPartitionProxy(pg.port);
+  });
+  after(async () => {
+    await Promise.all(masters.map((m) => m.stop('SIGKILL')));
+    await proxy?.close();
+    await pg?.stop();
+    await cleanup?.();
+  });
+
+  it('steps down by itself, and the other master leads in its place', { timeout: 120_000 }, async (t) => {
+    const url = await pg.createDatabase('partition');
+    const viaProxy = Object.assign(new URL(url), { port: String(proxy.port) }).toString();
+    const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: TOKEN };
+    const args = (n: string) => ['--data', path.join(work, n), '--store', path.join(work, 'store'), '--trust', pki.root, '--name', n];
+    const cut = await startMasterProcess([...args('cut'), '--database', viaProxy], env);
+    masters.push(cut);
+    await waitFor(async () => /now runs the background work/.test(cut.stdout()), 10_000, 'the first master to lead');
+    const other = await startMasterProcess([...args('other'), '--database', url], env);
+    masters.push(other);
+    const leadsAt = (m: MasterProcess, what: RegExp) => Date.parse(/"time":"([^"]+)"[^\n]*/.exec(m.stdout().split('\n').find((l) => what.test(l)) ?? '')?.[1] ?? '');
+
+    const frozenAt = Date.now();
+    proxy.freeze();
+    await waitFor(async () => /no longer runs the background work/.test(cut.stdout()), 20_000, 'the cut-off leader to step down');
+    await waitFor(async () => /now runs the background work/.test(other.stdout()), 30_000, 'the other master to lead');
+    const steppedDown = leadsAt(cut, /no longer runs the background work/);
+    const tookOver = leadsAt(other, /now runs the background work/);
+    t.diagnostic(`stepped down ${steppedDown - frozenAt} ms after the cut; the other led ${tookOver - frozenAt} ms after it`);
+    assert.ok(steppedDown <= tookOver, 'never two leaders at once');
+
+    // The partition heals: the old leader comes back as a follower, one leader still.
+    proxy.thaw();
+    await waitFor(async () => (await fetch(`${cut.url}/health`)).status === 200, 30_000, 'the cut-off master to be healthy again');
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((cut.stdout().match(/now runs the background work/g) ?? []).length, 1, 'it did not lead again');
   });
 });

@@ -3,6 +3,7 @@ import { errorMessage } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Database } from '../db/database.js';
 import { MastersRepo } from '../db/masters-repo.js';
+import { queryable } from '../db/postgres-database.js';
 import { LocalEvents, newMasterId, type Cluster, type ClusterEvent } from './cluster.js';
 
 const CHANNEL = 'propagator_events';
@@ -89,24 +90,26 @@ export class PostgresCluster implements Cluster {
     await this.masters.leave(this.id).catch(() => undefined);
   }
 
-  /** One step: (re)connect, then take the lock (a follower) or prove it still holds it (the leader). */
+  /**
+   * One step, bounded as a whole: a database that stops answering (a partition: no error, no
+   * close, packets just stop) makes the leader step down after beatTimeoutMs, not never.
+   */
   private beat(): Promise<void> {
     if (this.beating || this.stopped) return this.beating ?? Promise.resolve();
-    this.beating = (async () => {
-      try {
-        await this.masters.beat(this.id, this.options.name, Date.now());
-        const client = this.client ?? (await this.connect());
-        if (this.leader) {
-          await withTimeout(client.query('SELECT 1'), this.options.beatTimeoutMs, 'the database did not answer the leader in time');
-        } else {
-          const row = (await withTimeout(client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [LEADER_LOCK]), this.options.beatTimeoutMs, 'the database did not answer in time')).rows[0];
-          if (row?.got) await this.setLeader(true);
-        }
-      } catch (err) {
-        await this.lost(err);
-      }
-    })().finally(() => (this.beating = null));
+    this.beating = withTimeout(this.beatOnce(), this.options.beatTimeoutMs, 'the database did not answer in time')
+      .catch((err: unknown) => this.lost(err))
+      .finally(() => (this.beating = null));
     return this.beating;
+  }
+
+  /** (Re)connects, writes this master's row (its proof of life, and the leader's that its connection works), then takes the lock if free. */
+  private async beatOnce(): Promise<void> {
+    const client = this.client ?? (await this.connect());
+    await new MastersRepo(queryable(client)).beat(this.id, this.options.name, Date.now());
+    if (this.leader) return;
+    const row = (await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [LEADER_LOCK])).rows[0];
+    // A beat cut short by the timeout may still take the lock afterwards: only a live client's answer counts.
+    if (row?.got && this.client === client && !this.stopped) await this.setLeader(true);
   }
 
   private async connect(): Promise<pg.Client> {
@@ -118,6 +121,10 @@ export class PostgresCluster implements Cluster {
       await client.connect();
       // Let the server notice a vanished master in ~11 s, and free its lock for another.
       await client.query('SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3');
+      // And a silent one, whatever the network says (a partition behind a proxy, a paused process):
+      // this connection speaks every beat, so a session quiet for 10 s belongs to a master that is
+      // not working. PostgreSQL 14 and later; older servers keep the keepalives alone.
+      await client.query(`SET idle_session_timeout = ${Math.max(10_000, 10 * this.options.beatMs)}`).catch(() => undefined);
       await client.query(`LISTEN ${CHANNEL}`);
     } catch (err) {
       client.removeAllListeners();

@@ -49,7 +49,8 @@ export function toPositional(sql: string): string {
   return out;
 }
 
-function queryable(client: pg.Pool | pg.PoolClient): Queryable {
+/** Repositories over one connection of pg's (a pool, a pooled client, or a client of one's own). */
+export function queryable(client: pg.Pool | pg.PoolClient | pg.Client): Queryable {
   return {
     run: async (sql, params = []) => ({ changes: (await client.query(toPositional(sql), params)).rowCount ?? 0 }),
     get: async <T>(sql: string, params: Params = []) => (await client.query(toPositional(sql), params)).rows[0] as T | undefined,

@@ -86,3 +86,22 @@ export function storageError(err: unknown): PropagatorError | null {
   const remedy = fault.kind === 'read-only' ? 'Check the disk of the master\'s data folder (a file system turns read-only after errors)' : 'Check the disk of the master\'s data folder';
   return new StorageUnavailableError(`${phrase} (${fault.code}): nothing was saved. ${remedy}, then try again`, { cause: err });
 }
+
+/**
+ * A database server (PostgreSQL) out of reach or shutting down: node's connection codes, and
+ * PostgreSQL's classes 08 (connection) and 57P (shutdown, starting up). Its code, or 'closed' for
+ * pg's own words for a connection that ended; null for any other error.
+ */
+export function unreachableDatabase(err: unknown): string | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|08...|57P0[1-4])$/.test(code)) return code;
+  const message = err instanceof Error ? err.message : '';
+  return /^(Connection terminated|timeout exceeded when trying to connect)/i.test(message) ? 'closed' : null;
+}
+
+/** The 503 for a request that met a database out of reach: nothing was saved, try again. */
+export function databaseUnavailableError(err: unknown): PropagatorError | null {
+  const code = unreachableDatabase(err);
+  if (code === null) return null;
+  return new StorageUnavailableError(`The master cannot reach its database (${code}): nothing was saved. Try again in a moment; if it lasts, check the database server`, { cause: err });
+}

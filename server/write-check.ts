@@ -1,6 +1,6 @@
 import { errorMessage } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import { storageFault } from './errors.js';
+import { storageFault, unreachableDatabase } from './errors.js';
 
 /** /health under load reuses a result this recent, so monitoring never hammers the disk. */
 const CACHE_MS = 2_000;
@@ -42,11 +42,9 @@ function failure(err: unknown): Failure {
  * (operator intervention: shutdown, starting up).
  */
 function unreachable(err: unknown): Failure | null {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || !/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|08...|57P0[1-4])$/.test(code)) {
-    return /Connection terminated|timeout exceeded when trying to connect/i.test(errorMessage(err)) ? { phrase: 'the master cannot reach its database', code: null } : null;
-  }
-  return { phrase: 'the master cannot reach its database', code };
+  const code = unreachableDatabase(err);
+  if (code === null) return null;
+  return { phrase: 'the master cannot reach its database', code: code === 'closed' ? null : code };
 }
 
 /**

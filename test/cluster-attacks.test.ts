@@ -111,6 +111,13 @@ describe('two masters on one database', { skip: unavailable ?? false }, () => {
         assert.match(health.reason, /^the master cannot reach its database \((ECONNREFUSED|57P01|08006)\): the database cannot be written$|^the master cannot reach its database: the database cannot be written$/);
       }
       await waitFor(async () => /no longer runs the background work/.test(leader.stdout()), 15_000, 'the leader to step down');
+      // A request meanwhile: not a 500, the reason and what to do.
+      for (const m of [a, b]) {
+        const listed = await fetch(`${m.url}/api/packages`, { headers: { authorization: BASIC } });
+        const body = await listed.json() as { error: string };
+        assert.equal(listed.status, 503, body.error);
+        assert.match(body.error, /^The master cannot reach its database \((ECONNREFUSED|57P01|closed)\): nothing was saved\. Try again in a moment; if it lasts, check the database server$/);
+      }
     } finally {
       await pg.resume();
     }

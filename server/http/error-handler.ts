@@ -4,7 +4,7 @@ import {
 } from '../../lib/errors.js';
 import {
   AuthenticationError, BadRequestError, ForbiddenError, InsufficientStorageError, PayloadTooLargeError, RequestTimeoutError,
-  StorageUnavailableError, TooManyRequestsError, UnsupportedMediaTypeError, storageError, storageFault,
+  StorageUnavailableError, TooManyRequestsError, UnsupportedMediaTypeError, databaseUnavailableError, storageError, storageFault,
 } from '../errors.js';
 import type { Logger } from '../../lib/logger.js';
 import { isApiRequest } from './auth-middleware.js';
@@ -35,7 +35,7 @@ export function describeError(err: unknown): { status: number; message: string }
   if (e.type === 'entity.parse.failed') return { status: 400, message: 'The request body is not valid JSON' };
   if (err instanceof PropagatorError) return { status: 400, message: err.message };
   // A full or failing disk is not the client's fault, nor a bug: say so (507, 503), wherever it was met.
-  const storage = storageError(err);
+  const storage = storageError(err) ?? databaseUnavailableError(err);
   if (storage) return describeError(storage);
   return { status: 500, message: 'Internal error: the master could not complete this request (see its log)' };
 }

@@ -11,12 +11,12 @@ import { agentRouter } from '../server/routes/agent-router.js';
 import { loadMasterConfig } from '../server/config.js';
 import { Database } from '../server/db/database.js';
 import { createLogger } from '../lib/logger.js';
-import { PackageStore } from '../server/package-store.js';
+import { openPackageStore } from '../server/open-store.js';
 import { bootstrapMaster, createServices } from '../server/services.js';
 
 const config = loadMasterConfig(process.argv.slice(2), process.env);
 const log = createLogger({ level: 'warn' });
-const store = new PackageStore(config.dataDir);
+const store = await openPackageStore(config);
 await store.init();
 const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
 const services = createServices({ config, db, store, log });

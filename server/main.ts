@@ -11,7 +11,7 @@ import { createApp } from './app.js';
 import type { MasterConfig } from './config.js';
 import { Database } from './db/database.js';
 import { createLogger, type Logger } from '../lib/logger.js';
-import { PackageStore } from './package-store.js';
+import { openPackageStore } from './open-store.js';
 import { bootstrapMaster, createServices } from './services.js';
 
 export interface RunningMaster {
@@ -41,7 +41,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
 async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, options: { log?: Logger; announce?: (text: string) => void }): Promise<RunningMaster> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const announce = options.announce ?? ((text: string) => process.stderr.write(`${text}\n`));
-  const store = new PackageStore(config.dataDir);
+  const store = await openPackageStore(config);
   await store.init();
   const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
   const services = createServices({ config, db, store, log });
@@ -70,7 +70,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `${scheme}://${shownHost}:${port}`;
   services.servers.setMasterUrl(url);
-  log.info('master started', { url, dataDir: config.dataDir, trust: config.trustPath, tls: Boolean(config.tlsCert) });
+  log.info('master started', { url, dataDir: config.dataDir, store: store.description, trust: config.trustPath, tls: Boolean(config.tlsCert) });
 
   const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];
   if (secrets.generatedPassword) lines.push(`  Admin password (generated, shown only now): admin / ${secrets.generatedPassword}`);
@@ -96,6 +96,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
       await services.dispatcher.stop();
       await services.agents.flush();
       await db.close();
+      store.close?.();
       await lock.release();
       log.info('master stopped');
     })();

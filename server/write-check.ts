@@ -18,8 +18,10 @@ export interface WriteCheckResult {
 export interface WriteCheckDeps {
   /** A tiny database write (a one-row update); throws what SQLite says. */
   writeDatabase: () => Promise<void>;
-  /** A tiny file written, fsynced and removed in the package store; throws the disk's error. */
+  /** A tiny file written, fsynced and removed in the package store (an object, in a bucket); throws why not. */
   writeStore: () => Promise<void>;
+  /** How a hung store write names the store: a bucket or a shared folder is not "the master's disk". */
+  storeName?: string;
   log: Logger;
   cacheMs?: number;
   timeoutMs?: number;
@@ -71,8 +73,8 @@ export class WriteCheck {
 
   private async probe(): Promise<WriteCheckResult> {
     const timeoutMs = this.deps.timeoutMs ?? PROBE_TIMEOUT_MS;
-    const hung: Failure = { phrase: `the master's disk did not complete a write within ${timeoutMs / 1000} s`, code: null };
-    const attempt = async (write: () => Promise<void>): Promise<Failure | null> => {
+    const hungOf = (what: string): Failure => ({ phrase: `${what} did not complete a write within ${timeoutMs / 1000} s`, code: null });
+    const attempt = async (write: () => Promise<void>, hung: Failure): Promise<Failure | null> => {
       if (this.pending.has(write)) return hung;
       this.pending.add(write);
       const done = write().then(() => null, failure).finally(() => this.pending.delete(write));
@@ -86,7 +88,8 @@ export class WriteCheck {
         clearTimeout(timer);
       }
     };
-    const [database, store] = await Promise.all([attempt(this.deps.writeDatabase), attempt(this.deps.writeStore)]);
+    const disk = hungOf('the master\'s disk');
+    const [database, store] = await Promise.all([attempt(this.deps.writeDatabase, disk), attempt(this.deps.writeStore, this.deps.storeName ? hungOf(this.deps.storeName) : disk)]);
     const reason = reasonOf(database, store);
     this.report(reason, database === null, store === null);
     return { ok: reason === null, database: database === null, store: store === null, reason };

@@ -8,7 +8,7 @@ import { createApp } from '../../server/app.js';
 import { loadMasterConfig, type MasterConfig } from '../../server/config.js';
 import { Database } from '../../server/db/database.js';
 import { memoryLogger } from '../../lib/logger.js';
-import { PackageStore } from '../../server/package-store.js';
+import { FolderStore } from '../../server/folder-store.js';
 import { ServersRepo } from '../../server/db/servers-repo.js';
 import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
 import { makePackage } from './openssl-package.js';
@@ -23,7 +23,7 @@ export interface TestMaster {
   dir: string;
   config: Readonly<MasterConfig>;
   db: Database;
-  store: PackageStore;
+  store: FolderStore;
   services: MasterServices;
   logs: string[];
   /** Closes the database (the data folder stays, for restart tests). */
@@ -37,7 +37,7 @@ export async function openMaster(dataDir: string, trustPath: string, overrides: 
     ...overrides,
   });
   const log = memoryLogger();
-  const store = new PackageStore(config.dataDir);
+  const store = new FolderStore(config.dataDir);
   await store.init();
   const db = await Database.open(path.join(config.dataDir, 'propagator.sqlite'));
   const services = createServices({ config, db, store, log });

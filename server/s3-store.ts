@@ -58,9 +58,12 @@ export class S3Store implements PackageStore {
       region: setting.region,
       ...(setting.endpoint ? { endpoint: setting.endpoint } : {}),
       forcePathStyle: setting.forcePathStyle,
-      // The SDK's default since 2025 sends CRC32 checksums as trailers of aws-chunked bodies, which
-      // S3-compatible servers that predate them store framing and all: a corrupted package (s3rver
-      // does, test/s3-store.test.ts). Checksums only where S3 demands one; the agents check every
+      // The SDK's default since 2025 adds CRC32 checksums to every upload: headers on the buffered
+      // parts lib-storage sends (and a checksum algorithm on the multipart upload, which S3 then
+      // requires at completion), an aws-chunked body with a trailer on a streamed PUT. S3-compatible
+      // servers that predate them refuse them, ignore them, or store a streamed body framing and all
+      // (s3rver does: test/s3-store.test.ts). With WHEN_REQUIRED each request is signed with its
+      // payload's SHA-256 instead (x-amz-content-sha256, which S3 checks), and the agents check every
       // byte against the signed manifest anyway.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',

@@ -34,6 +34,11 @@ export class RetryLaterError extends Error {
   }
 }
 
+/** The bucket the master redirected a download to failed it (unreachable, expired URL): retried, with a fresh redirect. */
+export class StoreDownloadError extends Error {
+  override name = 'StoreDownloadError';
+}
+
 /** The master answered with an error status (its own message included). */
 export class MasterAnswerError extends Error {
   override name = 'MasterAnswerError';

@@ -9,7 +9,8 @@ import https from 'node:https';
 export interface RequestOptions {
   method: 'GET' | 'POST';
   headers: Record<string, string>;
-  ca: Buffer | null;
+  /** The CA(s) to trust instead of the system's (the master's --ca); null: the system's. */
+  ca: Buffer | (string | Buffer)[] | null;
   /** The connection may stay silent this long before the request fails with ETIMEDOUT. */
   idleTimeoutMs: number;
   body?: string;

@@ -1,11 +1,14 @@
 import { createWriteStream } from 'node:fs';
 import { stat, truncate } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { rootCertificates } from 'node:tls';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { MasterClient } from './master-client.js';
-import { errorForStatus, MasterAnswerError, masterMessage, NotAcceptedError, RefusedError, RetryLaterError, unreachable, WrongPackageError } from './master-errors.js';
+import type { MasterClient, Session } from './master-client.js';
+import { errorForStatus, MasterAnswerError, masterMessage, NotAcceptedError, RefusedError, RetryLaterError, StoreDownloadError, unreachable, WrongPackageError } from './master-errors.js';
 import { readText, request } from './master-http.js';
 import { diskErrorCode } from '../lib/disk-errors.js';
+import { errorMessage } from '../lib/errors.js';
 import { ANSWER_MAC_HEADER } from '../lib/session-crypto.js';
 
 /**
@@ -76,23 +79,14 @@ export async function downloadPackage(
     // A transfer still under way at the deadline stops there: the master has given up on the target.
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), left);
+    // Where the attempt's bytes came from, for the words of its failure (set within the session's callback).
+    const origin: { via: 'master' | 'store' } = { via: 'master' };
     try {
       await client.withSession(async (session) => {
-        const route = `api/agent/packages/${sha256}`;
-        const call = client.sessionHeaders(session, 'GET', route);
-        const response = await request(new URL(route, client.baseUrl), {
-          method: 'GET', headers: { ...call.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, ca: client.ca, idleTimeoutMs: 60_000,
-        });
+        const opened = await openDownload(client, session, sha256, have);
+        origin.via = opened.via;
+        const response = opened.response;
         const status = response.statusCode ?? 0;
-        if (status !== 200 && status !== 206) {
-          const text = await readText(response).catch(() => '');
-          // A refusal counts only with the session's MAC; a forged one is a network fault, retried.
-          if (!client.answerIsGenuine(session, { status, route, nonce: call.nonce, body: text, mac: response.headers[ANSWER_MAC_HEADER] })) {
-            if (status === 401) throw new RefusedError('the master refused the session, or something in between did');
-            throw new Error(`an answer (${status}) not from the master: ignored`);
-          }
-          throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
-        }
         // 206: the rest follows; 200: the whole file again (the master ignored the range).
         const append = status === 206;
         const total = append ? Number(/\/(\d+)$/.exec(String(response.headers['content-range'] ?? ''))?.[1]) : Number(response.headers['content-length']);
@@ -117,7 +111,8 @@ export async function downloadPackage(
       if (err instanceof WrongPackageError || err instanceof DownloadStoppedError || err instanceof RefusedError || err instanceof NotAcceptedError || (err instanceof MasterAnswerError && err.status === 403)) throw err;
       if (diskErrorCode(err)) throw err;
       if (stop.signal.aborted) throw new DeadlineError(`no download before the target's deadline (the transfer was still under way, ${tries(attempt)})`);
-      const translated = err instanceof MasterAnswerError || err instanceof RetryLaterError ? err : unreachable(err);
+      const known = err instanceof MasterAnswerError || err instanceof RetryLaterError || err instanceof StoreDownloadError;
+      const translated = known ? err : origin.via === 'store' ? new StoreDownloadError(`the package store's download failed: ${(err as { code?: string }).code ?? errorMessage(err)}`) : unreachable(err);
       lastError = translated.message;
       const remaining = retry.deadline - Date.now();
       if (remaining <= 0) throw new DeadlineError(`no download before the target's deadline (${translated.message}, ${tries(attempt)})`);
@@ -129,4 +124,56 @@ export async function downloadPackage(
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * Asks the master for the package (from `have` on). It answers with the bytes, or, when its store
+ * is a bucket and --store-presign is on, with a 307 to a short-lived presigned URL, under the
+ * session's MAC like any refusal: a redirect someone on the network forged is ignored.
+ */
+async function openDownload(client: MasterClient, session: Session, sha256: string, have: number): Promise<{ response: IncomingMessage; via: 'master' | 'store' }> {
+  const route = `api/agent/packages/${sha256}`;
+  const call = client.sessionHeaders(session, 'GET', route);
+  const range: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
+  const response = await request(new URL(route, client.baseUrl), { method: 'GET', headers: { ...call.headers, ...range }, ca: client.ca, idleTimeoutMs: 60_000 });
+  const status = response.statusCode ?? 0;
+  if (status === 200 || status === 206) return { response, via: 'master' };
+  const text = await readText(response).catch(() => '');
+  // A refusal counts only with the session's MAC; a forged one is a network fault, retried.
+  if (!client.answerIsGenuine(session, { status, route, nonce: call.nonce, body: text, mac: response.headers[ANSWER_MAC_HEADER] })) {
+    if (status === 401) throw new RefusedError('the master refused the session, or something in between did');
+    throw new Error(`an answer (${status}) not from the master: ignored`);
+  }
+  if (status === 307) return { response: await fromStore(text, range, client.ca), via: 'store' };
+  throw errorForStatus(status, masterMessage(text, status), response.headers['retry-after']);
+}
+
+/**
+ * Follows the master's redirect to its bucket, sending only the Range: the session's token and
+ * MACs are for the master alone, and a presigned URL carries its own authorisation. The bytes are
+ * checked exactly as the master's would be (size, manifest, payload digest, signature).
+ */
+async function fromStore(answer: string, range: Record<string, string>, ca: Buffer | null): Promise<IncomingMessage> {
+  const location = (() => {
+    try {
+      return (JSON.parse(answer) as { location?: unknown }).location;
+    } catch {
+      return undefined;
+    }
+  })();
+  const url = typeof location === 'string' && URL.canParse(location) ? new URL(location) : null;
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new StoreDownloadError('the master redirected the download to no http(s) URL');
+  // The master's --ca may be the private CA of its bucket too; the system's CAs stay trusted.
+  let response: IncomingMessage;
+  try {
+    response = await request(url, { method: 'GET', headers: range, ca: ca ? [...rootCertificates, ca] : null, idleTimeoutMs: 60_000 });
+  } catch (err) {
+    throw new StoreDownloadError(`cannot reach the package store the master redirected to (${(err as { code?: string }).code ?? errorMessage(err)})`);
+  }
+  const status = response.statusCode ?? 0;
+  if (status === 200 || status === 206) return response;
+  const body = await readText(response, 64 * 1024).catch(() => '');
+  const code = /<Code>([A-Za-z0-9.]{1,64})<\/Code>/.exec(body)?.[1];
+  // An expired URL (a download that waited) is not final: the next attempt asks the master for a fresh one.
+  throw new StoreDownloadError(`the package store refused the download the master redirected to (${status}${code ? ` ${code}` : ''})`);
 }

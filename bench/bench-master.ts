@@ -11,12 +11,12 @@ import { loadMasterConfig } from '../server/config.js';
 import { createCluster } from '../server/cluster/create-cluster.js';
 import { openDatabase } from '../server/db/open-database.js';
 import { createLogger } from '../lib/logger.js';
-import { PackageStore } from '../server/package-store.js';
+import { openPackageStore } from '../server/open-store.js';
 import { bootstrapMaster, createServices } from '../server/services.js';
 
 const config = loadMasterConfig(process.argv.slice(2), process.env);
 const log = createLogger({ level: 'warn' });
-const store = new PackageStore(config.dataDir, config.storeDir);
+const store = await openPackageStore(config);
 await store.init();
 const db = await openDatabase(config.database);
 const cluster = createCluster(db, config.database, log, config.name);

@@ -60,7 +60,10 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(frontMiddleware(config, log));
   app.use(healthRouter({ db, store, log }));
-  app.use(agentRouter({ agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow, replays: services.replays, log }));
+  app.use(agentRouter({
+    agents: services.agents, admission: services.admission, store, key: services.masterKey, enrollAttemptsPerWindow: config.loginAttemptsPerWindow,
+    presignSeconds: config.storePresignSeconds, replays: services.replays, log,
+  }));
   app.use(cookieParser());
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
   app.use(loadSession(services.auth));

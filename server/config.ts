@@ -7,6 +7,7 @@ import { ValidationError } from '../lib/errors.js';
 import { isValidVersion } from '../lib/version.js';
 import type { DatabaseLocation } from './db/database.js';
 import { parseDatabaseLocation } from './db/location.js';
+import { parsePresign, parseStoreSetting, type StoreSetting } from './store-setting.js';
 
 /** The master's settings, read once at start (flags > environment > defaults) and frozen. */
 export interface MasterConfig {
@@ -15,13 +16,15 @@ export interface MasterConfig {
   dataDir: string;
   /** A SQLite file (default DATA/propagator.sqlite) or a PostgreSQL server shared by several masters. */
   database: DatabaseLocation;
-  /** The package store: null for DATA/packages, else a folder shared by several masters. */
-  storeDir: string | null;
   /**
    * Balancers whose X-Forwarded-For is believed (addresses, CIDR ranges, or loopback); empty: none,
    * and the client's address is the connection's. Throttles and enrollment records use it.
    */
   trustProxy: string[];
+  /** Where packages are kept: DATA/packages, another folder (a shared mount) or an S3 bucket. */
+  store: StoreSetting;
+  /** Agents fetch packages from the bucket with presigned URLs that live this long; null: through the master. */
+  storePresignSeconds: number | null;
   trustPath: string;
   /** Name the master shows for itself in "Print servers". */
   name: string;
@@ -104,6 +107,7 @@ const FLAGS = {
   database: { type: 'string', env: 'PROPAGATOR_DATABASE_URL' },
   'trust-proxy': { type: 'string', env: 'PROPAGATOR_TRUST_PROXY' },
   store: { type: 'string', env: 'PROPAGATOR_STORE' },
+  'store-presign': { type: 'string', env: 'PROPAGATOR_STORE_PRESIGN' },
   trust: { type: 'string', env: 'PROPAGATOR_TRUST' },
   name: { type: 'string', env: 'PROPAGATOR_NAME' },
   product: { type: 'string', env: 'PROPAGATOR_PRODUCT' },
@@ -123,14 +127,16 @@ const FLAGS = {
 } as const;
 
 /** The flag table as the README shows it: flag, environment variable, default. */
-export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--store DIR] [--trust PATH] [--name NAME]
+export const MASTER_OPTIONS_HELP = `propagator master [--host H] [--port N] [--data DIR] [--database FILE|postgres://URL] [--trust PATH] [--name NAME]
+                  [--store DIR|s3://BUCKET?endpoint=URL&region=R&forcePathStyle=true&prefix=P&partSize=SIZE] [--store-presign S]
                   [--product NAME] [--product-version X.Y.Z] [--tls-cert PEM --tls-key PEM]
                   [--trust-proxy ADDRESSES] [--max-upload SIZE] [--max-parallel-uploads N] [--upload-idle-timeout S] [--send-idle-timeout S]
                   [--mailbox-cap N] [--parallel-transfers N]
                   [--deadline-bidirectional S] [--deadline-mailbox S] [--auto-accept] [--log-level debug|info|warn|error]
     Starts the master. Each flag has an environment variable (PROPAGATOR_HOST, PROPAGATOR_PORT,
     PROPAGATOR_DATA_DIR, PROPAGATOR_TRUST, ...); flags win over the environment. Secrets come from
-    the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN.`;
+    the environment only: PROPAGATOR_ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN, and a bucket's
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.`;
 
 const schema = z.object({
   host: z.string().min(1),
@@ -176,6 +182,7 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
   const tlsKey = pick('tls-key') ?? null;
   if ((tlsCert === null) !== (tlsKey === null)) throw new ValidationError('--tls-cert and --tls-key go together');
   const dataDir = path.resolve(cwd, pick('data') ?? 'data');
+  const store = parseStoreSetting(pick('store'), dataDir, cwd);
   const { mailboxCap, deadlineBidirectional, deadlineMailbox, uploadIdleTimeout, sendIdleTimeout, ...rest } = parsed.data;
   const idleTimeoutMs = Math.max(1, Math.round(uploadIdleTimeout * 1000));
   return Object.freeze({
@@ -192,7 +199,8 @@ export function loadMasterConfig(args: string[], env: NodeJS.ProcessEnv, cwd = p
     dataDir,
     database: parseDatabaseLocation(pick('database'), dataDir, cwd),
     trustProxy: parseTrustProxy(pick('trust-proxy')),
-    storeDir: pick('store') ? path.resolve(cwd, pick('store') as string) : null,
+    store,
+    storePresignSeconds: parsePresign(pick('store-presign'), store),
     trustPath: path.resolve(cwd, pick('trust') ?? 'certs/trusted'),
     name: pick('name') ?? os.hostname(),
     tlsCert: tlsCert && path.resolve(cwd, tlsCert),

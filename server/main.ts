@@ -11,7 +11,7 @@ import type { MasterConfig } from './config.js';
 import { createCluster } from './cluster/create-cluster.js';
 import { openDatabase } from './db/open-database.js';
 import { createLogger, type Logger } from '../lib/logger.js';
-import { PackageStore } from './package-store.js';
+import { openPackageStore } from './open-store.js';
 import { bootstrapMaster, createServices } from './services.js';
 
 export interface RunningMaster {
@@ -41,7 +41,7 @@ export async function startMaster(config: Readonly<MasterConfig>, options: { log
 async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, options: { log?: Logger; announce?: (text: string) => void }): Promise<RunningMaster> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const announce = options.announce ?? ((text: string) => process.stderr.write(`${text}\n`));
-  const store = new PackageStore(config.dataDir, config.storeDir);
+  const store = await openPackageStore(config);
   await store.init();
   const db = await openDatabase(config.database, { onIdleError: (err) => log.warn('a database connection broke while idle', { error: err.message }) });
   const cluster = createCluster(db, config.database, log, config.name);
@@ -71,7 +71,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
   services.servers.setMasterUrl(url);
   // The background work (dispatcher, operations engine) starts here, on the leader of the masters.
   await cluster.start();
-  log.info('master started', { url, dataDir: config.dataDir, trust: config.trustPath, tls: Boolean(config.tlsCert) });
+  log.info('master started', { url, dataDir: config.dataDir, store: store.description, trust: config.trustPath, tls: Boolean(config.tlsCert) });
 
   const lines = [`Propagator master: ${url}  (data ${config.dataDir})`];
   if (secrets.generatedPassword) lines.push(`  Admin password (generated, shown only now): admin / ${secrets.generatedPassword}`);
@@ -97,6 +97,7 @@ async function startLocked(config: Readonly<MasterConfig>, lock: DataLock, optio
       await cluster.stop();
       await services.agents.flush();
       await db.close();
+      store.close?.();
       await lock.release();
       log.info('master stopped');
     })();

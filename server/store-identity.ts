@@ -1,12 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { ConfigurationError } from '../lib/errors.js';
 import type { PackagesRepo } from './db/packages-repo.js';
 import type { SettingsRepo } from './db/settings-repo.js';
 import type { PackageStore } from './package-store.js';
-
-const MARK = '.propagator-store';
 
 /**
  * Several masters on one database must share one store. A master started without the others'
@@ -16,19 +12,15 @@ const MARK = '.propagator-store';
  * the database hold no package.
  */
 export async function checkStoreIdentity(store: PackageStore, settings: SettingsRepo, packages: PackagesRepo): Promise<void> {
-  const markFile = path.join(store.packagesDir, MARK);
-  const mark = async () => (await readFile(markFile, 'utf8').catch(() => '')).trim() || null;
-  const found = await mark();
+  const found = await store.readMark();
   const created = await settings.insertIfAbsent('store_id', found ?? randomUUID());
   const expected = (await settings.get('store_id')) as string;
   if (found === expected) return;
-  const empty = found === null && (await store.storedSha256()).length === 0 && (await packages.allSha256()).size === 0;
+  const empty = found === null && (await store.list()).length === 0 && (await packages.allSha256()).size === 0;
   if (found === null && (created || empty)) {
-    await writeFile(markFile, `${expected}\n`, { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err;
-    });
+    await store.writeMark(expected);
     // Two masters marking a new store at once: both wrote, or read, the database's one name.
-    if ((await mark()) === expected) return;
+    if ((await store.readMark()) === expected) return;
   }
-  throw new ConfigurationError(`the package store ${store.packagesDir} is not the one this database's packages are in (${found === null ? 'it has no store mark' : `it is marked ${found}`}, the database's store is ${expected}): give every master the same --store`);
+  throw new ConfigurationError(`the package store (${store.description}) is not the one this database's packages are in (${found === null ? 'it has no store mark' : `it is marked ${found}`}, the database's store is ${expected}): give every master the same --store`);
 }

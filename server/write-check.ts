@@ -18,8 +18,12 @@ export interface WriteCheckResult {
 export interface WriteCheckDeps {
   /** A tiny database write (a one-row update); throws what SQLite says. */
   writeDatabase: () => Promise<void>;
-  /** A tiny file written, fsynced and removed in the package store; throws the disk's error. */
+  /** A tiny file written, fsynced and removed in the package store (an object, in a bucket); throws why not. */
   writeStore: () => Promise<void>;
+  /** How a hung store write names the store: a bucket or a shared folder is not "the master's disk". */
+  storeName?: string;
+  /** The same for the database: a PostgreSQL server is not "the master's disk" either. */
+  databaseName?: string;
   log: Logger;
   cacheMs?: number;
   timeoutMs?: number;
@@ -83,8 +87,8 @@ export class WriteCheck {
 
   private async probe(): Promise<WriteCheckResult> {
     const timeoutMs = this.deps.timeoutMs ?? PROBE_TIMEOUT_MS;
-    const hung: Failure = { phrase: `the master's disk did not complete a write within ${timeoutMs / 1000} s`, code: null };
-    const attempt = async (write: () => Promise<void>, database = false): Promise<Failure | null> => {
+    const hungOf = (what: string): Failure => ({ phrase: `${what} did not complete a write within ${timeoutMs / 1000} s`, code: null });
+    const attempt = async (write: () => Promise<void>, hung: Failure, database = false): Promise<Failure | null> => {
       if (this.pending.has(write)) return hung;
       this.pending.add(write);
       const done = write().then(() => null, (err: unknown) => (database ? unreachable(err) : null) ?? failure(err)).finally(() => this.pending.delete(write));
@@ -98,7 +102,11 @@ export class WriteCheck {
         clearTimeout(timer);
       }
     };
-    const [database, store] = await Promise.all([attempt(this.deps.writeDatabase, true), attempt(this.deps.writeStore)]);
+    const disk = hungOf('the master\'s disk');
+    const [database, store] = await Promise.all([
+      attempt(this.deps.writeDatabase, this.deps.databaseName ? hungOf(this.deps.databaseName) : disk, true),
+      attempt(this.deps.writeStore, this.deps.storeName ? hungOf(this.deps.storeName) : disk),
+    ]);
     const reason = reasonOf(database, store);
     this.report(reason, database === null, store === null);
     return { ok: reason === null, database: database === null, store: store === null, reason };

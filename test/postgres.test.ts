@@ -96,7 +96,7 @@ describe('PostgreSQL', { skip: unavailable ?? false }, () => {
       const second = path.join(dir, 'stores-2');
       await assert.rejects(startMasterProcess(['--data', second, '--trust', pki.root], env), (err: Error) => {
         const id = /the database's store is (\S+)\)/.exec(err.message)?.[1];
-        assert.equal(err.message.trim(), `master exited with 2: propagator: the package store ${path.join(second, 'packages')} is not the one this database's packages are in (it has no store mark, the database's store is ${id}): give every master the same --store`);
+        assert.equal(err.message.trim(), `master exited with 2: propagator: the package store (the folder ${path.join(second, 'packages')}) is not the one this database's packages are in (it has no store mark, the database's store is ${id}): give every master the same --store`);
         return true;
       });
       const listed = await (await fetch(`${first.url}/api/packages`, { headers: { authorization: BASIC } })).json() as { name: string; state: string }[];

@@ -1,56 +1,43 @@
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Request, Response } from 'express';
 import { NotFoundError } from '../../lib/errors.js';
+import type { PackageSource } from '../package-store.js';
 import { watchSend } from './timeouts.js';
 
 /**
- * Node cannot sendfile(2) to a socket, so every byte of a package is copied through this process
- * for every agent. 1 MiB reads (express's sendFile reads 64 KiB) cut that per-chunk cost on both
- * ends: with 20 downloads at once on two cores, the clients used ~40 % more CPU receiving from
- * sendFile than from 1 MiB reads, and took ~50 % longer (docs/PERFORMANCE.md).
+ * Sends a package from the store (a file, or an object streamed from a bucket), answering a single
+ * byte range with 206 so a cut download can resume. Multiple or malformed ranges get the whole
+ * file (200), which the agent handles; an unsatisfiable one gets 416. A client that takes nothing
+ * for the send idle timeout is cut and the file (or the bucket's stream) closed.
  */
-const READ_SIZE = 1024 * 1024;
-
-/**
- * Sends a package file, answering a single byte range with 206 so a cut download can resume.
- * Multiple or malformed ranges get the whole file (200), which the agent handles; an unsatisfiable
- * one gets 416. A client that takes nothing for the send idle timeout is cut and the file closed.
- */
-export async function sendPackageFile(req: Request, res: Response, file: string): Promise<void> {
-  const info = await stat(file).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') throw new NotFoundError('The package file is missing from the master\'s store');
-    throw err;
-  });
-  const size = info.size;
+export async function sendPackage(req: Request, res: Response, source: PackageSource | null): Promise<void> {
+  if (!source) throw new NotFoundError('The package file is missing from the master\'s store');
+  const size = source.size;
   const ranges = req.headers.range ? req.range(size, { combine: true }) : undefined;
   if (ranges === -1) {
     res.status(416).set('Content-Range', `bytes */${size}`).json({ error: `The range asked for is outside the package (${size} bytes)` });
     return;
   }
-  let start = 0;
-  let end = size - 1;
+  const single = Array.isArray(ranges) && ranges.length === 1 ? ranges[0] : undefined;
+  const start = single ? single.start : 0;
+  const end = single ? single.end : size - 1;
+  // Opened before any header is set: a bucket that fails here gets a plain error answer.
+  const stream = req.method === 'HEAD' || size === 0 ? null : await source.open(start, end);
   res.set({ 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' });
-  if (Array.isArray(ranges) && ranges.length === 1 && ranges[0]) {
-    ({ start, end } = ranges[0]);
-    res.status(206).set('Content-Range', `bytes ${start}-${end}/${size}`);
-  } else {
-    res.status(200);
-  }
+  if (single) res.status(206).set('Content-Range', `bytes ${start}-${end}/${size}`);
+  else res.status(200);
   res.set('Content-Length', String(size === 0 ? 0 : end - start + 1));
-  if (req.method === 'HEAD' || size === 0) {
+  if (!stream) {
     res.end();
     return;
   }
-  const source = createReadStream(file, { start, end, highWaterMark: READ_SIZE });
   // The stream reads a chunk only when the socket took the previous ones: each one is progress.
-  // (So is a drain: with 1 MiB chunks, a slow client needs at least 1 MiB per timeout.)
+  // (So is a drain: with a folder's 1 MiB chunks, a slow client needs at least 1 MiB per timeout.)
   const watch = watchSend(req, res);
-  source.on('data', (chunk: string | Buffer) => watch.progress(chunk.length));
+  stream.on('data', (chunk: string | Buffer) => watch.progress(chunk.length));
   res.on('drain', () => watch.progress(0));
   try {
-    await pipeline(source, res);
+    await pipeline(stream, res);
   } catch (err) {
     // An agent that hangs up mid-download resumes later with a Range; nothing to report here.
     if (!res.destroyed && !res.writableEnded && !req.destroyed) throw err;

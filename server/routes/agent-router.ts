@@ -9,7 +9,7 @@ import { CALL_MAC_HEADER, CALL_TIME_HEADER, callMacMatches } from '../../lib/ses
 import type { ReplayGuard } from '../replay-guard.js';
 import { describeError } from '../http/error-handler.js';
 import { FailureGate } from '../http/failure-limiter.js';
-import { sendPackageFile } from '../http/send-package.js';
+import { sendPackage } from '../http/send-package.js';
 import { parse } from '../http/validation.js';
 import type { MasterKey } from '../master-key.js';
 import type { PackageStore } from '../package-store.js';
@@ -25,6 +25,8 @@ export interface AgentRouterDeps {
   enrollAttemptsPerWindow: number;
   /** Refuses a call heard twice (shared by the masters of one PostgreSQL database). */
   replays: ReplayGuard;
+  /** Downloads answered with a redirect to a presigned URL of the bucket, valid this long; null: served by the master. */
+  presignSeconds?: number | null;
   log: Logger;
   /**
    * Always true in the master. The benchmark mounts a second router with false beside the real one,
@@ -162,7 +164,16 @@ export function agentRouter(deps: AgentRouterDeps): Router {
     if (!server || !/^[0-9a-f]{64}$/.test(sha256) || !(await agents.mayDownload(server, sha256))) {
       throw new ForbiddenError('This package is not assigned to this server');
     }
-    await sendPackageFile(req, res, store.pathFor(sha256));
+    const source = await store.source(sha256);
+    if (source && deps.presignSeconds && store.presignedUrl) {
+      // The agent follows the URL in the MAC'd body, never a bare Location header, and sends its
+      // credentials only to the master. It still checks every byte against the signed command.
+      const location = await store.presignedUrl(sha256, deps.presignSeconds);
+      res.setHeader('Location', location);
+      sendSignedAgentJson(res, 307, { location, size: source.size, expiresInSeconds: deps.presignSeconds }, res.locals.agentAnswer ?? null);
+      return;
+    }
+    await sendPackage(req, res, source);
   });
 
   router.use(agentErrors(log));

@@ -8,12 +8,16 @@ import { WriteCheck } from '../write-check.js';
 /**
  * GET /health: no authentication and no secrets, for load balancers and monitoring. 200 only when
  * the master can write its database and its package store (a tiny write each, at most every two
- * seconds); otherwise 503 with the reason.
+ * seconds: a file, or an object put and deleted in a bucket); otherwise 503 with the reason.
  */
 export function healthRouter(deps: { db: Database; store: PackageStore; log: Logger }): Router {
   const router = Router();
   const repo = new HealthRepo(deps.db);
-  const writes = new WriteCheck({ writeDatabase: () => repo.touch(new Date()), writeStore: () => deps.store.probeWrite(), log: deps.log });
+  const writes = new WriteCheck({
+    writeDatabase: () => repo.touch(new Date()), writeStore: () => deps.store.probeWrite(), log: deps.log,
+    ...(deps.store.shared ? { storeName: deps.store.description } : {}),
+    ...(deps.db.engine === 'postgres' ? { databaseName: `the database ${deps.db.description}` } : {}),
+  });
   router.get('/health', async (_req, res) => {
     const { ok, database, store, reason } = await writes.check();
     res.set('Cache-Control', 'no-store');

@@ -1,15 +1,13 @@
 import { readPackageArchive } from '../../lib/package-archive.js';
-import { ConflictError, NotFoundError, PackageRejectedError } from '../../lib/errors.js';
+import { ConflictError, NotFoundError, PackageRejectedError, errorMessage } from '../../lib/errors.js';
 import { verifyPackage } from '../../lib/package-verifier.js';
 import type { TrustStore } from '../../lib/trust-store.js';
 import { isUniqueViolation } from '../db/database.js';
 import type { PackagesRepo } from '../db/packages-repo.js';
 import type { StoredPackage } from '../domain.js';
 import type { Logger } from '../../lib/logger.js';
-import type { PackageStore } from '../package-store.js';
+import { SHARED_SAFE_AGE_MS, type PackageStore } from '../package-store.js';
 
-/** In a shared store, what stayed half-stored this long was left by a master that died. */
-const SHARED_STALE_MS = 3600_000;
 /** A master silent this long is dead (it writes its row every second). */
 const HALF_STORED_GRACE_MS = 30_000;
 
@@ -85,7 +83,8 @@ export class PackageService {
         throw err;
       }
       try {
-        await store.commit(upload.tempPath, upload.sha256);
+        const outcome = await store.commit(upload.tempPath, upload.sha256, upload.size);
+        if (outcome === 'already-stored') log.info('package already in the store (another master stored it): not written again', { id, sha256: upload.sha256, store: store.description });
       } catch (err) {
         await packages.delete(id);
         throw err;
@@ -114,7 +113,10 @@ export class PackageService {
     const found = await this.get(id);
     if (await this.deps.isInUse(id)) throw new ConflictError(`The update "${found.name}" is used by an operation in progress; cancel it or wait until it ends`);
     await this.deps.packages.delete(id);
-    await this.deps.store.remove(found.sha256);
+    // The row is gone: the file left by a store that cannot be reached now is an orphan, removed at a later start.
+    await this.deps.store.remove(found.sha256).catch((err: unknown) => {
+      this.deps.log.warn('the deleted package stays in the store until a later start removes it', { id, sha256: found.sha256, error: errorMessage(err) });
+    });
     this.deps.log.info('package deleted', { id, name: found.name, user });
     return found;
   }
@@ -126,35 +128,47 @@ export class PackageService {
     return expired ? 'expired' : 'valid';
   }
 
-  /** At start: drop half-stored packages, orphan files and stale uploads; flag rows whose file vanished. */
-  async recover(now = Date.now()): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; missing: number }> {
+  /**
+   * At start: drop half-stored packages, orphan files and stale uploads; flag rows whose file
+   * vanished. In a store other masters share (a bucket, a shared folder), a file no row of this
+   * database names may be another master's, stored a moment ago and about to become valid: only
+   * files older than SHARED_SAFE_AGE_MS are removed there. A store of this master's own (the
+   * default DATA/packages, under the data folder's lock) has no other writer: all are removed.
+   */
+  async recover(now = Date.now()): Promise<{ tempFiles: number; halfStored: number; orphanFiles: number; orphansKept: number; missing: number }> {
     const { packages, store, log } = this.deps;
     const tempFiles = await store.clearTemp();
     const halfStored = await this.sweepHalfStored(now);
+    const stored = new Map((await store.list()).map((e) => [e.sha256, e]));
+    const safeBefore = now - SHARED_SAFE_AGE_MS;
+    const removable = (sha256: string) => !store.shared || (stored.get(sha256)?.modifiedAt.getTime() ?? 0) < safeBefore;
     const known = await packages.allSha256();
-    const orphans: string[] = [];
-    for (const sha of (await store.storedSha256()).filter((s) => !known.has(s))) {
-      const age = store.shared ? await store.ageMs(sha, now) : null;
-      if (!store.shared || (age !== null && age > SHARED_STALE_MS)) orphans.push(sha);
+    const orphans = [...stored.keys()].filter((sha) => !known.has(sha));
+    const young = orphans.filter((sha) => !removable(sha));
+    for (const sha of orphans) {
+      if (!removable(sha)) continue;
+      await store.remove(sha);
+      stored.delete(sha);
     }
-    for (const sha of orphans) await store.remove(sha);
+    if (young.length > 0) log.info('files no package names kept in the shared store: younger than an hour, another master may be storing them', { count: young.length, store: store.description });
     let missing = 0;
     for (const p of await packages.list()) {
-      const present = await store.exists(p.sha256);
+      const present = stored.has(p.sha256);
       if (!present && p.state === 'valid') {
         await packages.setState(p.id, 'missing');
-        log.error('package file missing from the store', { id: p.id, name: p.name, sha256: p.sha256 });
+        log.error('package file missing from the store', { id: p.id, name: p.name, sha256: p.sha256, store: store.description });
         missing++;
       } else if (present && p.state === 'missing') {
         await packages.setState(p.id, 'valid');
       }
       if (present && p.manifestSha256 === '') {
-        const members = await readPackageArchive(store.pathFor(p.sha256)).catch(() => null);
+        const members = await store.withLocalCopy(p.sha256, readPackageArchive).catch(() => null);
         if (members) await packages.setManifestSha256(p.id, members.manifestSha256);
       }
     }
-    const summary = { tempFiles, halfStored, orphanFiles: orphans.length, missing };
-    if (tempFiles + halfStored + orphans.length + missing > 0) log.warn('store recovered after an unclean stop', summary);
+    const orphanFiles = orphans.length - young.length;
+    const summary = { tempFiles, halfStored, orphanFiles, orphansKept: young.length, missing };
+    if (tempFiles + halfStored + orphanFiles + missing > 0) log.warn('store recovered after an unclean stop', summary);
     return summary;
   }
 
@@ -172,11 +186,12 @@ export class PackageService {
     for (const p of await packages.halfStored()) {
       const age = now - (Date.parse(p.uploadedAt) || 0);
       const left = !store.shared
-        || age > SHARED_STALE_MS
+        || age > SHARED_SAFE_AGE_MS
         || (alive !== null && p.storedBy !== null && p.storedBy !== this.deps.masterId && !alive.has(p.storedBy) && age > HALF_STORED_GRACE_MS);
       if (!left) continue;
       await packages.delete(p.id);
-      await store.remove(p.sha256);
+      // A shared store's file goes with the orphans, once old enough (another database may name it).
+      if (!store.shared) await store.remove(p.sha256);
       log.warn('package left half-stored by a master that stopped: removed', { id: p.id, sha256: p.sha256, storedBy: p.storedBy });
       swept++;
     }

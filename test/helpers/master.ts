@@ -11,7 +11,7 @@ import pg from 'pg';
 import type { Database, DatabaseLocation } from '../../server/db/database.js';
 import { openDatabase } from '../../server/db/open-database.js';
 import { memoryLogger } from '../../lib/logger.js';
-import { PackageStore } from '../../server/package-store.js';
+import { FolderStore } from '../../server/folder-store.js';
 import { ServersRepo } from '../../server/db/servers-repo.js';
 import { bootstrapMaster, createServices, type MasterServices } from '../../server/services.js';
 import { makePackage } from './openssl-package.js';
@@ -26,7 +26,7 @@ export interface TestMaster {
   dir: string;
   config: Readonly<MasterConfig>;
   db: Database;
-  store: PackageStore;
+  store: FolderStore;
   services: MasterServices;
   logs: string[];
   /** Closes the database (the data folder stays, for restart tests). */
@@ -64,7 +64,7 @@ export async function openMaster(dataDir: string, trustPath: string, overrides: 
     ...overrides,
   });
   const log = memoryLogger();
-  const store = new PackageStore(config.dataDir, config.storeDir);
+  const store = new FolderStore(config.dataDir);
   await store.init();
   const db = await openDatabase(config.database);
   const services = createServices({ config, db, store, log });

@@ -46,12 +46,12 @@ export interface ProcessDomain {
   close(): Promise<void>;
 }
 
-export async function openProcessDomain(token: string, masterArgs: string[] = []): Promise<ProcessDomain> {
+export async function openProcessDomain(token: string, masterArgs: string[] = [], masterEnv: NodeJS.ProcessEnv = {}): Promise<ProcessDomain> {
   const { dir: work, cleanup } = await tempDir('propagator-procs-');
   const pki = await createTestPki(path.join(work, 'pki'));
   const port = await freePort();
   const dataDir = path.join(work, 'master-data');
-  const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: token };
+  const env = { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: token, ...masterEnv };
   const d: ProcessDomain = {
     work, pki, port, dataDir, master: null, agents: [],
     startMaster: async (extra = []) => {

@@ -8,6 +8,7 @@ import { startMasterProcess, waitFor, type MasterProcess } from './helpers/maste
 import { nginxUnavailable, startBalancer, type Balancer } from './helpers/nginx.js';
 import { postgresUnavailable, startPostgres, type PostgresServer } from './helpers/postgres.js';
 import { makeRelease } from './helpers/releases.js';
+import { S3_ENV, startS3Server, type S3Server } from './helpers/s3-server.js';
 import { freePort, tempDir } from './helpers/run.js';
 import { createTestPki, type TestPki } from './helpers/test-pki.js';
 
@@ -18,7 +19,7 @@ interface Target { server: string; state: string; message: string; versionAfter:
 interface Report { state: string; targets: (Target & { history?: { state: string }[] })[] }
 
 /**
- * The issue's whole set-up, on real processes: PostgreSQL, two masters sharing it and one store,
+ * The issue's whole set-up, on real processes: PostgreSQL, two masters sharing it and one S3 bucket,
  * nginx in front of them, agents of both modes that know only the balancer's address.
  */
 describe('several masters behind a balancer', { skip: unavailable ?? false }, () => {
@@ -28,6 +29,7 @@ describe('several masters behind a balancer', { skip: unavailable ?? false }, ()
   let work: string;
   let cleanup: () => Promise<void>;
   let databaseUrl: string;
+  let s3: S3Server;
   const masters = new Map<string, MasterProcess>();
   const ports = new Map<string, number>();
   const agents: { name: string; data: string; process: AgentProcess }[] = [];
@@ -35,9 +37,9 @@ describe('several masters behind a balancer', { skip: unavailable ?? false }, ()
   const startMaster = async (name: string) => {
     const port = ports.get(name) ?? (await freePort());
     ports.set(name, port);
-    const master = await startMasterProcess(['--port', String(port), '--data', path.join(work, name), '--database', databaseUrl, '--store', path.join(work, 'store'),
+    const master = await startMasterProcess(['--port', String(port), '--data', path.join(work, name), '--database', databaseUrl, '--store', s3.url('propagator'),
       '--trust', pki.root, '--auto-accept', '--product', 'watchdoc', '--product-version', '9.0.0', '--trust-proxy', '127.0.0.1', '--name', name],
-    { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: TOKEN });
+    { PROPAGATOR_ADMIN_PASSWORD: ADMIN_PASSWORD, PROPAGATOR_ENROLL_TOKEN: TOKEN, ...S3_ENV });
     masters.set(name, master);
     return master;
   };
@@ -55,6 +57,8 @@ describe('several masters behind a balancer', { skip: unavailable ?? false }, ()
     pki = await createTestPki(path.join(work, 'pki'));
     pg = await startPostgres();
     databaseUrl = await pg.createDatabase('cluster');
+    // The package store: an S3-protocol server (s3rver, its own process), one bucket for both masters.
+    s3 = await startS3Server(path.join(work, 's3'), ['propagator']);
     await Promise.all([startMaster('master-a'), startMaster('master-b')]);
     balancer = await startBalancer([...ports.values()].map((p) => `127.0.0.1:${p}`));
     for (const [name, mode] of [['mail-1', 'mailbox'], ['mail-2', 'mailbox'], ['bidi-1', 'bidirectional'], ['bidi-2', 'bidirectional']] as const) {
@@ -70,6 +74,7 @@ describe('several masters behind a balancer', { skip: unavailable ?? false }, ()
     await Promise.all(agents.map((a) => a.process.stop('SIGKILL')));
     await Promise.all([...masters.values()].map((m) => m.stop('SIGKILL')));
     await balancer?.stop();
+    await s3?.stop();
     await pg?.stop();
     await cleanup?.();
   });
@@ -93,6 +98,8 @@ describe('several masters behind a balancer', { skip: unavailable ?? false }, ()
     const uploaded = await fetch(`${a}/api/packages`, { method: 'POST', headers: { authorization: BASIC }, body: form });
     const pkg = await uploaded.json() as { id: number; error?: string };
     assert.equal(uploaded.status, 201, pkg.error);
+    const objects = await s3.objects('propagator', 'packages/');
+    assert.deepEqual(objects.map((o) => o.key), [`packages/${(pkg as { sha256?: string }).sha256}.pkg`], 'stored once, in the bucket');
     const servers = (await api<{ id: number; name: string }[]>(b, 'GET', '/api/servers')).body.filter((s) => agents.some((x) => x.name === s.name)).map((s) => s.id);
     assert.equal(servers.length, 4);
 

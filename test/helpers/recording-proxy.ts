@@ -5,6 +5,8 @@ export interface RecordedRequest {
   method: string;
   url: string;
   headers: http.IncomingHttpHeaders;
+  /** The client hung up on this answer (its connection reset before it took the whole body). */
+  abandoned: boolean;
 }
 
 interface Trap {
@@ -32,13 +34,25 @@ export interface RecordingProxy {
  */
 export async function startRecordingProxy(targetPort: number): Promise<RecordingProxy> {
   const traps: Trap[] = [];
+  const latest = new WeakMap<object, RecordedRequest>();
   const proxy: RecordingProxy = {
     url: '', port: 0, requests: [], sprung: 0, close: async () => undefined,
     holdNext: (match, ms) => traps.push({ match, delayMs: ms, cutAfterBytes: null }),
     cutNext: (match, bytes) => traps.push({ match, delayMs: 0, cutAfterBytes: bytes }),
   };
   const server = http.createServer((req, res) => {
-    proxy.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+    const record: RecordedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, abandoned: false };
+    proxy.requests.push(record);
+    // Node's response reports itself finished once its bytes are queued on the socket: what tells
+    // a client that hung up is its connection closing with an error (a reset) under this answer.
+    const socket = req.socket;
+    if (!latest.has(socket)) {
+      socket.once('close', (hadError: boolean) => {
+        const last = latest.get(socket);
+        if (hadError && last) last.abandoned = true;
+      });
+    }
+    latest.set(socket, record);
     const at = traps.findIndex((t) => t.match.test(`${req.method} ${req.url}`));
     const trap = at >= 0 ? traps.splice(at, 1)[0] : undefined;
     if (trap) proxy.sprung++;

@@ -53,12 +53,12 @@ export class SimulatedAgent {
   }
 
   /** One call as agents make them: a fresh nonce, the agent's key named, optionally its proof or its session. */
-  async call(method: 'GET' | 'POST', route: string, options: { body?: string; headers?: Record<string, string>; prove?: boolean; nonce?: string; session?: boolean } = {}): Promise<AgentAnswer> {
+  async call(method: 'GET' | 'POST', route: string, options: { body?: string; headers?: Record<string, string>; prove?: boolean; nonce?: string; session?: boolean; redirect?: RequestRedirect } = {}): Promise<AgentAnswer> {
     const nonce = options.nonce ?? newNonce();
     const headers: Record<string, string> = { [NONCE_HEADER]: nonce, [AGENT_KEY_HEADER]: this.fingerprint, ...(options.session ? this.sessionHeaders(method, route, options.body ?? '', nonce) : {}), ...options.headers };
     if (options.body !== undefined) headers['content-type'] ??= 'application/json';
     if (options.prove) headers[AGENT_SIGNATURE_HEADER] = signAgentRequest(this.privateKey, { method, path: route, nonce, body: options.body ?? '' });
-    const res = await fetch(`${this.url}${route}`, { method, headers, body: options.body });
+    const res = await fetch(`${this.url}${route}`, { method, headers, body: options.body, redirect: options.redirect ?? 'follow' });
     const text = await res.text();
     const body = (() => {
       try {
